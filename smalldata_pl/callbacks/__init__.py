@@ -1,0 +1,6 @@
+"""Callbacks: staged unfreezing with discriminative learning rates, and what gets drawn to TensorBoard."""
+
+from smalldata_pl.callbacks.staged_unfreezing import Stage, StagedUnfreezing
+from smalldata_pl.callbacks.visual import InputSampleGrid
+
+__all__ = ["InputSampleGrid", "Stage", "StagedUnfreezing"]

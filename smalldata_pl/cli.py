@@ -1,0 +1,99 @@
+"""The ``smalldata`` command: LightningCLI for fit/validate/test/predict plus the framework's own commands."""
+
+import sys
+from collections.abc import Callable, Sequence
+
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from smalldata_pl.callbacks import InputSampleGrid
+from smalldata_pl.data.base import MicrographDataModule
+from smalldata_pl.models.base import TransferModule
+
+DESCRIPTION = """smalldata_pl: deep learning on small materials-science image data.
+
+Lightning subcommands (each takes -c CONFIG.yaml, repeatable; later files override earlier ones):
+  fit, validate, test, predict
+The framework's own commands (run `smalldata COMMAND --help`):
+  cv          every cross-validation fold with a fresh model, plus a mean +- std summary
+  cv-report   aggregate fold runs that ran as separate jobs
+"""
+
+
+class SmallDataCLI(LightningCLI):
+    """LightningCLI with the framework's defaults: TensorBoard under ``lightning_logs/``, linked data/model sizes.
+
+    ``data.num_classes``, ``data.class_names`` and ``data.in_chans`` are linked into the model, so a config
+    names them once. Models and data are chosen by ``class_path`` so users' own subclasses plug in.
+    """
+
+    def __init__(self, args: Sequence[str] | None = None, run: bool = True, **kwargs: object) -> None:
+        trainer_defaults = {
+            "logger": {
+                "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                "init_args": {"save_dir": "lightning_logs", "name": "smalldata", "default_hp_metric": False},
+            },
+            # Instances, not configs: LightningCLI appends these after the configured callbacks.
+            "callbacks": [LearningRateMonitor(logging_interval="step"), InputSampleGrid()],
+            "log_every_n_steps": 10,
+        }
+        super().__init__(
+            model_class=TransferModule,
+            datamodule_class=MicrographDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            seed_everything_default=0,
+            save_config_kwargs={"overwrite": True},
+            trainer_defaults=trainer_defaults,
+            parser_kwargs={"description": DESCRIPTION},
+            args=list(args) if args is not None else None,
+            run=run,
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """Link data properties into the model and add a configurable checkpoint callback."""
+        for name in ("num_classes", "class_names", "in_chans"):
+            parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val/loss",
+                "checkpoint.mode": "min",
+                "checkpoint.save_last": True,
+                "checkpoint.filename": "epoch{epoch:03d}-val_loss{val/loss:.4f}",
+                "checkpoint.auto_insert_metric_name": False,
+            }
+        )
+
+    def _add_configure_optimizers_method_to_model(self, subcommand: str | None) -> None:
+        if self.auto_configure_optimizers and self._get(self.config_init, "optimizer") is not None:
+            raise ValueError(
+                "--optimizer/--lr_scheduler build one flat parameter group and would erase the named layer groups "
+                "(and their discriminative learning rates); set model.optimizer and model.scheduler instead, "
+                "e.g. --model.optimizer torch.optim.SGD --model.optimizer.lr 0.01"
+            )
+        super()._add_configure_optimizers_method_to_model(subcommand)
+
+
+def log_dir_of(cli: LightningCLI) -> str | None:
+    """Where a CLI run writes its TensorBoard events, config and checkpoints."""
+    logger = cli.trainer.logger
+    return logger.log_dir if isinstance(logger, TensorBoardLogger) else cli.trainer.default_root_dir
+
+
+def _extra_commands() -> dict[str, Callable[[list[str]], object]]:
+    from smalldata_pl.validation.commands import cv_command, cv_report_command
+
+    return {"cv": cv_command, "cv-report": cv_report_command}
+
+
+def main(args: Sequence[str] | None = None) -> None:
+    """Entry point of ``smalldata`` and ``python -m smalldata_pl``; ``args`` defaults to ``sys.argv[1:]``."""
+    argv = list(sys.argv[1:] if args is None else args)
+    extra = _extra_commands()
+    if argv and argv[0] in extra:
+        extra[argv[0]](argv[1:])
+        return
+    SmallDataCLI(args=argv)

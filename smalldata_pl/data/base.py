@@ -1,0 +1,92 @@
+"""The DataModule contract every smalldata_pl dataset follows: typed arguments, dict samples, seeded loaders."""
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import albumentations as A
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset
+
+from smalldata_pl.data.sampling import EpochSampler
+from smalldata_pl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ImagePipeline, normalization_stats
+
+
+class MicrographDataModule(LightningDataModule, ABC):
+    """Base class: subclasses build the split datasets; this class owns pipelines and loaders.
+
+    Samples are dicts with ``image`` (float32 ``[C, H, W]``), ``label`` (int64) or ``mask``, and ``group``
+    (the physical specimen or micrograph the sample came from, carried into every derived sample).
+
+    Args:
+        class_names: Names of the classes in index order (fixing the order keeps indices stable across datasets).
+        batch_size: Samples per batch.
+        num_workers: Loader worker processes; results do not depend on it.
+        in_chans: Channels delivered to the model (1 for greyscale micrographs, 3 for RGB backbones' stems).
+        image_size: Side of the square images delivered to the model.
+        seed: Seed for shuffling and augmentation draws.
+        mean: Per-channel RGB normalisation mean of the pretrained backbone (adapted to ``in_chans``).
+        std: Per-channel RGB normalisation std of the pretrained backbone.
+    """
+
+    def __init__(
+        self,
+        class_names: Sequence[str],
+        batch_size: int = 16,
+        num_workers: int = 0,
+        in_chans: int = 1,
+        image_size: int | None = 224,
+        seed: int = 0,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ) -> None:
+        super().__init__()
+        if not class_names:
+            raise ValueError("class_names is empty: give at least two class names")
+        self.class_names = list(class_names)
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.in_chans = in_chans
+        self.image_size = image_size
+        self.seed = seed
+        self.mean, self.std = normalization_stats(in_chans, mean, std)
+        self.train_dataset: Dataset | None = None
+        self.val_dataset: Dataset | None = None
+        self.test_dataset: Dataset | None = None
+        self.predict_dataset: Dataset | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def pipeline(self, augment: A.BasicTransform | None = None) -> ImagePipeline:
+        """The sample pipeline: ``augment`` for training, ``None`` for the deterministic evaluation path."""
+        return ImagePipeline(self.in_chans, self.image_size, augment, self.mean, self.std)
+
+    @abstractmethod
+    def setup(self, stage: str) -> None:
+        """Create the datasets needed for ``stage`` (``fit``, ``validate``, ``test`` or ``predict``)."""
+
+    def _loader(self, dataset: Dataset | None, name: str, train: bool = False) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError(f"{type(self).__name__} has no {name} dataset; was setup() called for this stage?")
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=EpochSampler(len(dataset), shuffle=train, seed=self.seed),  # type: ignore[arg-type]
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            # A last batch of one sample breaks BatchNorm in training; drop just that case.
+            drop_last=train and len(dataset) % self.batch_size == 1,  # type: ignore[arg-type]
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_dataset, "train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_dataset, "validation")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_dataset, "test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.predict_dataset, "predict")

@@ -1,0 +1,101 @@
+"""Image pipelines: Albumentations augmentation plus the deterministic resize, channel and normalisation steps."""
+
+from collections.abc import Sequence
+from typing import Any
+
+import albumentations as A
+import numpy as np
+import torch
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# ITU-R 601 luma weights: a grey micrograph fed to an RGB-pretrained stem acts like R = G = B, and timm's
+# in_chans=1 adaptation sums the stem kernels over RGB, so the grey statistics are the luma-weighted ones.
+LUMA = (0.299, 0.587, 0.114)
+
+
+def normalization_stats(
+    in_chans: int, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std for ``in_chans`` channels derived from RGB statistics.
+
+    For one channel the luma-weighted mean and the luma-weighted root-mean-square std are returned
+    (ImageNet: 0.4573 and 0.2255) instead of skipping normalisation.
+    """
+    if in_chans == len(mean):
+        return tuple(mean), tuple(std)
+    if in_chans == 1 and len(mean) == 3:
+        grey_mean = sum(w * m for w, m in zip(LUMA, mean, strict=True))
+        grey_std = float(np.sqrt(sum(w * s**2 for w, s in zip(LUMA, std, strict=True))))
+        return (grey_mean,), (grey_std,)
+    raise ValueError(f"cannot derive {in_chans}-channel statistics from {len(mean)}-channel ones")
+
+
+def to_channels(image: np.ndarray, in_chans: int) -> np.ndarray:
+    """Convert an ``(H, W)`` or ``(H, W, C)`` float image to ``(H, W, in_chans)``.
+
+    Greyscale is replicated to RGB; RGB becomes grey by luma; an alpha channel is dropped.
+    """
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.shape[2] in (2, 4):  # grey+alpha or RGBA: alpha carries no microstructure
+        image = image[:, :, :-1]
+    channels = image.shape[2]
+    if channels == in_chans:
+        return image
+    if channels == 1 and in_chans == 3:
+        return np.repeat(image, 3, axis=2)
+    if channels == 3 and in_chans == 1:
+        return (image @ np.asarray(LUMA, dtype=image.dtype))[:, :, None]
+    raise ValueError(f"cannot convert a {channels}-channel image to in_chans={in_chans}")
+
+
+class ImagePipeline:
+    """Augment (optional), resize, normalise and convert one sample to tensors.
+
+    Args:
+        in_chans: Channels the model expects.
+        image_size: Side of the square output; ``None`` keeps the input size (all images must then agree).
+        augment: Albumentations transform applied first (training only); ``None`` for evaluation.
+        mean: Per-channel normalisation mean for ``in_chans`` channels.
+        std: Per-channel normalisation std.
+    """
+
+    def __init__(
+        self,
+        in_chans: int,
+        image_size: int | None,
+        augment: A.BasicTransform | None,
+        mean: Sequence[float],
+        std: Sequence[float],
+    ) -> None:
+        self.in_chans = in_chans
+        self.augment = augment
+        final: list[Any] = [] if image_size is None else [A.Resize(image_size, image_size)]
+        final.append(A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=1.0))
+        self.finish = A.Compose(final)
+
+    def __call__(self, image: np.ndarray, mask: np.ndarray | None = None, seed: int | None = None) -> dict:
+        """Transform a float image in [0, 1] (and its mask); ``seed`` fixes the augmentation draw.
+
+        Returns:
+            ``{"image": float32 [C, H, W]}`` plus ``"mask"`` (int64 ``[H, W]``) when a mask was given.
+        """
+        data: dict[str, np.ndarray] = {"image": to_channels(image.astype(np.float32), self.in_chans)}
+        if mask is not None:
+            data["mask"] = mask
+        if self.augment is not None:
+            if seed is not None:
+                self.augment.set_random_seed(seed)
+            data = self.augment(**data)
+            data["image"] = np.clip(data["image"], 0.0, 1.0)
+        data = self.finish(**data)
+        out = {"image": torch.from_numpy(np.ascontiguousarray(data["image"].transpose(2, 0, 1)))}
+        if mask is not None:
+            out["mask"] = torch.from_numpy(np.ascontiguousarray(data["mask"])).long()
+        return out
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """A 32-bit seed that is a pure function of ``(seed, epoch, index)``."""
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])

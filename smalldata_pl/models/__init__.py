@@ -1,0 +1,14 @@
+"""Backbones, heads and the LightningModules that train them."""
+
+from smalldata_pl.models.backbone import create_backbone, layer_groups
+from smalldata_pl.models.classifier import MicrographClassifier
+from smalldata_pl.models.weights import PACKAGED_WEIGHTS, WeightLoadReport, load_backbone_weights
+
+__all__ = [
+    "PACKAGED_WEIGHTS",
+    "MicrographClassifier",
+    "WeightLoadReport",
+    "create_backbone",
+    "layer_groups",
+    "load_backbone_weights",
+]

@@ -1,0 +1,70 @@
+"""Shared LightningModule machinery: named layer groups, the optimizer built once over all of them."""
+
+from collections.abc import Iterable
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from typing_extensions import override
+
+from smalldata_pl.models.optimization import cosine_schedule, named_param_groups, scale_group_lrs
+
+
+class TransferModule(LightningModule):
+    """A pretrained backbone plus new layers, exposing named parameter groups ordered input to output.
+
+    Subclasses fill :attr:`param_groups` (``{name: [parameter names]}``) once in ``__init__``; the optimizer
+    then holds every group from the first step, each with a ``name``, so schedulers, checkpoints, LR logging and
+    staged unfreezing always see the same structure.
+
+    Args:
+        optimizer: Optimizer factory called with the named param groups; its own ``lr`` is the head's LR.
+        scheduler: LR scheduler factory; ``None`` is cosine decay to zero over the whole run, stepped per batch.
+        scheduler_interval: When a configured scheduler steps: ``step`` or ``epoch``.
+        scheduler_monitor: Metric a ReduceLROnPlateau scheduler watches.
+        warmup_steps: Linear warm-up steps of the default cosine schedule.
+    """
+
+    def __init__(
+        self,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        scheduler: LRSchedulerCallable | None = None,
+        scheduler_interval: str = "epoch",
+        scheduler_monitor: str = "val/loss",
+        warmup_steps: int = 0,
+    ) -> None:
+        super().__init__()
+        if scheduler_interval not in ("step", "epoch"):
+            raise ValueError(f"scheduler_interval must be 'step' or 'epoch', got {scheduler_interval!r}")
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.scheduler_interval = scheduler_interval
+        self.scheduler_monitor = scheduler_monitor
+        self.warmup_steps = warmup_steps
+        self.param_groups: dict[str, list[str]] = {}
+        # Relative LR of each group (1 = the optimizer's lr); set by StagedUnfreezing before the optimizer exists.
+        self.group_lr_scales: dict[str, float] = {}
+
+    @property
+    def param_group_names(self) -> list[str]:
+        """Group names ordered from input (``stem``) to output (``head``)."""
+        return list(self.param_groups)
+
+    def parameters_of(self, names: Iterable[str]) -> list[torch.nn.Parameter]:
+        """The parameters of the named groups."""
+        params = dict(self.named_parameters())
+        return [params[p] for name in names for p in self.param_groups[name]]
+
+    @override
+    def configure_optimizers(self) -> dict:
+        optimizer = self.optimizer_factory(named_param_groups(self, self.param_groups))
+        if self.scheduler_factory is None:
+            total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
+            scheduler = cosine_schedule(optimizer, total, self.warmup_steps)
+            interval = "step"
+        else:
+            scheduler = self.scheduler_factory(optimizer)
+            interval = self.scheduler_interval
+        scale_group_lrs(optimizer, scheduler, self.group_lr_scales)
+        config = {"scheduler": scheduler, "interval": interval, "monitor": self.scheduler_monitor}
+        return {"optimizer": optimizer, "lr_scheduler": config}

@@ -1,0 +1,1 @@
+"""Cross-validation runs, their aggregation and learning-curve studies."""
