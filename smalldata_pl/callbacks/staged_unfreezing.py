@@ -14,6 +14,7 @@ from torch.utils.hooks import RemovableHandle
 from typing_extensions import override
 
 _BACKBONE_GROUP = re.compile(r"^(stem|stage\d+)$")
+NEVER = 2**31 - 1  # unfreeze epoch of groups the plan leaves frozen
 
 
 @dataclass
@@ -117,7 +118,10 @@ class StagedUnfreezing(Callback):
                         raise ValueError(f"group {group!r} is unfrozen twice in the plan")
                     self.unfreeze_epoch[group] = stage.epoch
                     self.lr_scales[group] *= stage.lr_scale
-        last = max(self.unfreeze_epoch.values())
+        planned = [e for e in self.unfreeze_epoch.values()]
+        self.unfreeze_epoch.update({g: NEVER for g in group_names if g not in self.unfreeze_epoch})
+        self.unfreeze_epoch = {g: self.unfreeze_epoch[g] for g in group_names}
+        last = max(planned)
         if max_epochs is not None and max_epochs >= 0 and last >= max_epochs:
             raise ValueError(f"the plan unfreezes at epoch {last} but training stops after max_epochs={max_epochs}")
 
@@ -143,7 +147,7 @@ class StagedUnfreezing(Callback):
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         optimizer = trainer.optimizers[0]
         names = [g.get("name") for g in optimizer.param_groups]
-        if names != list(self.unfreeze_epoch.keys()) and sorted(map(str, names)) != sorted(self.unfreeze_epoch):
+        if names != list(self.unfreeze_epoch):
             raise ValueError(
                 f"the optimizer's param groups {names} are not the model's named groups "
                 f"{list(self.unfreeze_epoch)}: configure the optimizer with model.optimizer (e.g. "

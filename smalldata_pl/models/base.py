@@ -1,7 +1,10 @@
 """Shared LightningModule machinery: named layer groups, the optimizer built once over all of them."""
 
+import random
 from collections.abc import Iterable
+from typing import Any
 
+import numpy as np
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
@@ -56,6 +59,24 @@ class TransferModule(LightningModule):
         return [params[p] for name in names for p in self.param_groups[name]]
 
     @override
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Lightning does not checkpoint the global RNGs; without them dropout draws differ after a resume.
+        checkpoint["rng_states"] = {
+            "torch": torch.get_rng_state(),
+            # Plain types only: checkpoints load with weights_only=True.
+            "numpy": _numpy_state_to_plain(np.random.get_state()),
+            "python": random.getstate(),
+        }
+
+    @override
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        states = checkpoint.get("rng_states")
+        if states:
+            torch.set_rng_state(states["torch"])
+            np.random.set_state(_plain_to_numpy_state(states["numpy"]))
+            random.setstate(states["python"])
+
+    @override
     def configure_optimizers(self) -> dict:
         optimizer = self.optimizer_factory(named_param_groups(self, self.param_groups))
         if self.scheduler_factory is None:
@@ -68,3 +89,13 @@ class TransferModule(LightningModule):
         scale_group_lrs(optimizer, scheduler, self.group_lr_scales)
         config = {"scheduler": scheduler, "interval": interval, "monitor": self.scheduler_monitor}
         return {"optimizer": optimizer, "lr_scheduler": config}
+
+
+def _numpy_state_to_plain(state: Any) -> tuple:
+    name, keys, pos, has_gauss, cached = state
+    return name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)
+
+
+def _plain_to_numpy_state(state: tuple) -> tuple:
+    name, keys, pos, has_gauss, cached = state
+    return name, keys.numpy().astype(np.uint32), pos, has_gauss, cached

@@ -114,6 +114,7 @@ def load_backbone_weights(model: nn.Module, state_dict: StateDict, source: str) 
     """
     target = model.state_dict()
     weights = _strip_prefixes(state_dict, target)
+    outside = [k for k in state_dict if k not in weights and k.split(".", 1)[-1] not in weights]
     first_conv = getattr(model, "pretrained_cfg", {}).get("first_conv")
     adapted = []
     for conv in [first_conv] if isinstance(first_conv, str) else list(first_conv or []):
@@ -131,7 +132,7 @@ def load_backbone_weights(model: nn.Module, state_dict: StateDict, source: str) 
             "Check that the file belongs to this backbone architecture."
         )
     model.load_state_dict({k: weights[k] for k in target}, strict=True)
-    dropped = [k for k in weights if k not in target]
+    dropped = [k for k in weights if k not in target] + outside
     return WeightLoadReport(source, len(target), len(target), adapted, dropped)
 
 

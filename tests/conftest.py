@@ -1,0 +1,70 @@
+"""Shared fixtures: every test runs in its own folder, offline, with tiny data written at test time."""
+
+import csv
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pytest
+from PIL import Image
+
+matplotlib.use("agg")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run in tmp_path so lightning_logs/ lands there; never reach the network for weights."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def write_image(path: Path, array: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() in (".tif", ".tiff"):
+        import tifffile
+
+        tifffile.imwrite(path, array)
+    else:
+        Image.fromarray(array).save(path)
+    return path
+
+
+def pattern(kind: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Class 0: horizontal stripes, class 1: vertical stripes, class 2: blobs; noisy uint8."""
+    rows, cols = np.mgrid[0:size, 0:size]
+    base = [np.sin(rows / 2.0), np.sin(cols / 2.0), np.sin(rows / 5.0) * np.sin(cols / 5.0)][kind % 3]
+    image = 0.5 + 0.35 * base + 0.05 * rng.standard_normal((size, size))
+    return (np.clip(image, 0, 1) * 255).astype(np.uint8)
+
+
+@pytest.fixture
+def class_folder(tmp_path: Path) -> Path:
+    """root/<class>/<img>.png: 3 classes x 6 images, 40 px."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "micrographs"
+    for kind, name in enumerate(["alpha", "beta", "gamma"]):
+        for i in range(6):
+            write_image(root / name / f"{name}_{i}.png", pattern(kind, 40, rng))
+    return root
+
+
+@pytest.fixture
+def grouped_manifest(tmp_path: Path) -> Path:
+    """manifest.csv with 2 classes x 5 groups x 2 images each (the two images of a group are near copies)."""
+    rng = np.random.default_rng(1)
+    root = tmp_path / "grouped"
+    rows = []
+    for kind, name in enumerate(["ferrite", "pearlite"]):
+        for g in range(5):
+            for i in range(2):
+                rel = f"img/{name}_{g}_{i}.png"
+                write_image(root / rel, pattern(kind, 32, rng))
+                rows.append({"file": rel, "label": name, "group": f"{name}-{g}"})
+    with (root / "manifest.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["file", "label", "group"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return root / "manifest.csv"
