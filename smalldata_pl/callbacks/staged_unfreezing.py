@@ -140,8 +140,9 @@ class StagedUnfreezing(Callback):
         pl_module.group_lr_scales = dict(self.lr_scales)  # type: ignore[assignment]
         self._masking = self.freeze_mode == "mask" or (self.freeze_mode == "auto" and trainer.world_size > 1)
         self._bn_groups = _batchnorms_by_group(pl_module)
-        # Frozen from the start: DDP wraps the module after setup, and in mask mode nothing is ever unregistered.
-        self._apply(pl_module, epoch=0)
+        # Trainable flags before DDP wraps the module (in mask mode nothing is ever unregistered). BatchNorm
+        # modes follow in on_train_start, after Lightning's check for modules left in eval mode.
+        self._apply(pl_module, epoch=0, batchnorm=False)
 
     @override
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -205,7 +206,7 @@ class StagedUnfreezing(Callback):
         if trainer.logger is not None:
             trainer.logger.log_metrics(counts, step=trainer.global_step)
 
-    def _apply(self, pl_module: LightningModule, epoch: int) -> None:
+    def _apply(self, pl_module: LightningModule, epoch: int, batchnorm: bool = True) -> None:
         """Set ``requires_grad`` and BatchNorm modes for ``epoch``; idempotent, so it is re-run freely."""
         trainable = set(self.trainable_groups(epoch))
         bn_params = {id(p) for bns in self._bn_groups.values() for bn in bns for p in bn.parameters()}
@@ -214,7 +215,7 @@ class StagedUnfreezing(Callback):
             for param in pl_module.parameters_of([group]):  # type: ignore[operator]
                 keep_bn = self.train_bn and id(param) in bn_params
                 param.requires_grad_(train or keep_bn or self._masking)
-            for bn in self._bn_groups.get(group, []):
+            for bn in self._bn_groups.get(group, []) if batchnorm else []:
                 bn.train(train or self.train_bn)
 
     def warmup_factor(self, group: str, step: int) -> float:

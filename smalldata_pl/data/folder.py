@@ -114,7 +114,8 @@ class MicrographFolder(MicrographDataModule):
         self.manifest = Path(manifest).expanduser() if manifest else None
         self.records = self.read_records(class_names)
         super().__init__(self._class_names, batch_size, num_workers, in_chans, image_size, seed, mean, std)
-        self.save_hyperparameters()
+        # class_names are logged by the model (linked from here, resolved); None here would conflict with them.
+        self.save_hyperparameters(ignore=["class_names"])
         self.augmentation = augmentation
         self.num_folds, self.fold, self.split = num_folds, fold, split
         self.tile_size, self.tile_stride = tile_size, tile_stride or tile_size

@@ -20,7 +20,7 @@ def normalization_stats(
     """Per-channel mean and std for ``in_chans`` channels derived from RGB statistics.
 
     For one channel the luma-weighted mean and the luma-weighted root-mean-square std are returned
-    (ImageNet: 0.4573 and 0.2255) instead of skipping normalisation.
+    (ImageNet: 0.4590 and 0.2256) instead of skipping normalisation.
     """
     if in_chans == len(mean):
         return tuple(mean), tuple(std)
