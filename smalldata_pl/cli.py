@@ -18,6 +18,8 @@ Lightning subcommands (each takes -c CONFIG.yaml, repeatable; later files overri
 The framework's own commands (run `smalldata COMMAND --help`):
   cv          every cross-validation fold with a fresh model, plus a mean +- std summary
   cv-report   aggregate fold runs that ran as separate jobs
+  audit       find the same micrograph (flipped, rotated, cropped, re-exposed) across train/validation
+  augment     write augmented copies plus a manifest that keeps each copy's group
 """
 
 
@@ -84,9 +86,11 @@ def log_dir_of(cli: LightningCLI) -> str | None:
 
 
 def _extra_commands() -> dict[str, Callable[[list[str]], object]]:
+    from smalldata_pl.data.export import augment_command
+    from smalldata_pl.validation.audit import audit_command
     from smalldata_pl.validation.commands import cv_command, cv_report_command
 
-    return {"cv": cv_command, "cv-report": cv_report_command}
+    return {"cv": cv_command, "cv-report": cv_report_command, "audit": audit_command, "augment": augment_command}
 
 
 def main(args: Sequence[str] | None = None) -> None:

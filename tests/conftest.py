@@ -33,10 +33,14 @@ def write_image(path: Path, array: np.ndarray) -> Path:
 
 
 def pattern(kind: int, size: int, rng: np.random.Generator) -> np.ndarray:
-    """Class 0: horizontal stripes, class 1: vertical stripes, class 2: blobs; noisy uint8."""
+    """Class 0: horizontal stripes, class 1: vertical stripes, class 2: blobs; each image its own random structure."""
+    from scipy.ndimage import gaussian_filter
+
     rows, cols = np.mgrid[0:size, 0:size]
-    base = [np.sin(rows / 2.0), np.sin(cols / 2.0), np.sin(rows / 5.0) * np.sin(cols / 5.0)][kind % 3]
-    image = 0.5 + 0.35 * base + 0.05 * rng.standard_normal((size, size))
+    phase = rng.uniform(0, 2 * np.pi)
+    base = [np.sin(rows / 2.0 + phase), np.sin(cols / 2.0 + phase), np.sin(rows / 5.0 + phase) * np.sin(cols / 5.0)]
+    structure = gaussian_filter(rng.standard_normal((size, size)), 1.0)
+    image = 0.5 + 0.2 * base[kind % 3] + 0.6 * structure + 0.03 * rng.standard_normal((size, size))
     return (np.clip(image, 0, 1) * 255).astype(np.uint8)
 
 

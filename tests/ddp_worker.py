@@ -30,14 +30,24 @@ def main(out: Path) -> None:
     data = SyntheticGrains(train_size=32, val_size=8, image_size=32, batch_size=8)
     recorder = LossRecorder()
     trainer = Trainer(
-        accelerator="cpu", devices=2, strategy="ddp", max_epochs=4, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False,
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp",
+        max_epochs=4,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
         callbacks=[StagedUnfreezing(unfreeze_at=[1, 2]), recorder],
     )
     trainer.fit(model, data)
     torch.save(
-        {"state": model.state_dict(), "initial": initial, "losses": recorder.losses,
-         "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()}},
+        {
+            "state": model.state_dict(),
+            "initial": initial,
+            "losses": recorder.losses,
+            "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
+        },
         out / f"rank{trainer.global_rank}.pt",
     )
 

@@ -46,7 +46,9 @@ def test_cli_optimizer_flag_is_refused_because_it_flattens_groups():
 
 
 def test_help_runs_in_a_subprocess():
-    result = subprocess.run([sys.executable, "-m", "smalldata_pl", "--help"], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "smalldata_pl", "--help"], capture_output=True, text=True, check=True
+    )
     assert "fit" in result.stdout and "cv-report" in result.stdout
     fit_help = subprocess.run(
         [sys.executable, "-m", "smalldata_pl", "fit", "--help"], capture_output=True, text=True, check=True
@@ -54,7 +56,9 @@ def test_help_runs_in_a_subprocess():
     assert "--data" in fit_help.stdout and "--checkpoint.monitor" in fit_help.stdout
 
 
-@pytest.mark.parametrize("config", sorted(str(p) for p in (REPO / "configs").rglob("*.yaml")), ids=lambda p: Path(p).name)
+@pytest.mark.parametrize(
+    "config", sorted(str(p) for p in (REPO / "configs").rglob("*.yaml")), ids=lambda p: Path(p).name
+)
 def test_every_config_parses_and_instantiates(config, monkeypatch):
     if "uhcs3" in Path(config).name or "exercise" in Path(config).name:
         pytest.skip("needs the UHCS-3 data; covered by test_uhcs3")

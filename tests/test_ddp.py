@@ -17,7 +17,13 @@ def test_unfrozen_stages_stay_synchronised_across_two_ddp_ranks(tmp_path):
     for name, tensor in rank0["state"].items():
         assert torch.equal(tensor, rank1["state"][name]), name
     # Stages unfrozen mid-run did train (and so were synchronised, not just left alone).
-    assert not torch.equal(rank0["state"]["backbone.layer4.0.conv1.weight"], rank0["initial"]["backbone.layer4.0.conv1.weight"])
-    assert not torch.equal(rank0["state"]["backbone.layer3.0.conv1.weight"], rank0["initial"]["backbone.layer3.0.conv1.weight"])
-    assert torch.equal(rank0["state"]["backbone.layer1.0.conv1.weight"], rank0["initial"]["backbone.layer1.0.conv1.weight"])
+    assert not torch.equal(
+        rank0["state"]["backbone.layer4.0.conv1.weight"], rank0["initial"]["backbone.layer4.0.conv1.weight"]
+    )
+    assert not torch.equal(
+        rank0["state"]["backbone.layer3.0.conv1.weight"], rank0["initial"]["backbone.layer3.0.conv1.weight"]
+    )
+    assert torch.equal(
+        rank0["state"]["backbone.layer1.0.conv1.weight"], rank0["initial"]["backbone.layer1.0.conv1.weight"]
+    )
     assert rank0["losses"][-1] < rank0["losses"][0]

@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import SHARED_DATA, pattern, write_image
+
 from smalldata_pl.cli import main
 from smalldata_pl.data import UHCS3, MicrographFolder, download_uhcs3
 from smalldata_pl.data.io import ImageReadError, read_image
@@ -98,11 +98,25 @@ def write_manifest(path: Path, rows: list[dict]) -> Path:
 
 def test_bad_inputs_name_the_file_and_the_fix(tmp_path, class_folder):
     with pytest.raises(FileNotFoundError, match="missing.png"):
-        MicrographFolder(root=class_folder, manifest=write_manifest(tmp_path / "m.csv", [{"file": "alpha/missing.png", "label": "alpha"}]))
+        MicrographFolder(
+            root=class_folder,
+            manifest=write_manifest(tmp_path / "m.csv", [{"file": "alpha/missing.png", "label": "alpha"}]),
+        )
     with pytest.raises(ValueError, match="'delta'.*alpha_0.png|alpha_0.png.*class list"):
-        MicrographFolder(root=class_folder, manifest=write_manifest(tmp_path / "n.csv", [{"file": "alpha/alpha_0.png", "label": "delta"}]), class_names=["alpha", "beta"])
+        MicrographFolder(
+            root=class_folder,
+            manifest=write_manifest(tmp_path / "n.csv", [{"file": "alpha/alpha_0.png", "label": "delta"}]),
+            class_names=["alpha", "beta"],
+        )
     with pytest.raises(ValueError, match=r"\['gamma'\] have no images"):
-        MicrographFolder(root=class_folder, manifest=write_manifest(tmp_path / "o.csv", [{"file": "alpha/alpha_0.png", "label": "alpha"}, {"file": "beta/beta_0.png", "label": "beta"}]), class_names=["alpha", "beta", "gamma"])
+        MicrographFolder(
+            root=class_folder,
+            manifest=write_manifest(
+                tmp_path / "o.csv",
+                [{"file": "alpha/alpha_0.png", "label": "alpha"}, {"file": "beta/beta_0.png", "label": "beta"}],
+            ),
+            class_names=["alpha", "beta", "gamma"],
+        )
     write_image(class_folder / "alpha" / "big.png", pattern(0, 64, np.random.default_rng(0)))
     dm = MicrographFolder(root=class_folder, num_folds=3, image_size=None)
     with pytest.raises(ValueError, match="different sizes.*image_size"):
@@ -126,8 +140,14 @@ def test_download_verifies_checksums_against_a_local_mirror(tmp_path):
     rows = []
     for i in range(3):
         path = write_image(mirror / f"micrograph{i}.jpg", pattern(i, 16, np.random.default_rng(i)))
-        rows.append({"file": f"images/micrograph{i}.jpg", "label": "pearlite", "group": f"g{i}",
-                     "sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
+        rows.append(
+            {
+                "file": f"images/micrograph{i}.jpg",
+                "label": "pearlite",
+                "group": f"g{i}",
+                "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            }
+        )
     manifest = write_manifest(tmp_path / "manifest.csv", rows)
     labels = download_uhcs3(tmp_path / "uhcs3", base_url=mirror.as_uri(), manifest=manifest)
     assert labels.is_file() and len(list((tmp_path / "uhcs3" / "images").iterdir())) == 3

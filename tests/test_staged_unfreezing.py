@@ -45,8 +45,12 @@ class Probe(Callback):
 def make(scheduler=None, interval="epoch", backbone="test_resnet"):
     seed_everything(0)
     model = MicrographClassifier(
-        backbone, num_classes=4, in_chans=1, optimizer=partial(torch.optim.AdamW, lr=0.01),
-        scheduler=scheduler, scheduler_interval=interval,
+        backbone,
+        num_classes=4,
+        in_chans=1,
+        optimizer=partial(torch.optim.AdamW, lr=0.01),
+        scheduler=scheduler,
+        scheduler_interval=interval,
     )
     data = SyntheticGrains(train_size=16, val_size=8, image_size=32, batch_size=8)
     return model, data
@@ -54,8 +58,16 @@ def make(scheduler=None, interval="epoch", backbone="test_resnet"):
 
 def trainer(max_epochs, callbacks, tmp_path, **kwargs):
     return Trainer(
-        max_epochs=max_epochs, callbacks=callbacks, default_root_dir=tmp_path, accelerator="cpu", devices=1,
-        deterministic=True, enable_progress_bar=False, enable_model_summary=False, logger=False, **kwargs,
+        max_epochs=max_epochs,
+        callbacks=callbacks,
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+        devices=1,
+        deterministic=True,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        logger=False,
+        **kwargs,
     )
 
 
@@ -169,7 +181,10 @@ class StopAfter(Callback):
 
 def weights_after(tmp_path, stop_at, total, resume=True):
     """Train `total` epochs; optionally stop after `stop_at` and resume from the checkpoint."""
-    callbacks = lambda: [StagedUnfreezing(unfreeze_at=[1, 2], warmup_steps=3), ModelCheckpoint(tmp_path / "ck", save_last=True)]  # noqa: E731
+    callbacks = lambda: [
+        StagedUnfreezing(unfreeze_at=[1, 2], warmup_steps=3),
+        ModelCheckpoint(tmp_path / "ck", save_last=True),
+    ]  # noqa: E731
     model, data = make(partial(torch.optim.lr_scheduler.StepLR, step_size=1, gamma=0.7), "epoch")
     if not resume:
         trainer(total, callbacks(), tmp_path).fit(model, data)

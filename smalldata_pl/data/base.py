@@ -7,6 +7,8 @@ import albumentations as A
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
+from smalldata_pl.data.augmentation import build_augmentation
+from smalldata_pl.data.physics import LabelInvariances, check_augmentation
 from smalldata_pl.data.sampling import EpochSampler
 from smalldata_pl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ImagePipeline, normalization_stats
 
@@ -27,6 +29,9 @@ class MicrographDataModule(LightningDataModule, ABC):
         mean: Per-channel RGB normalisation mean of the pretrained backbone (adapted to ``in_chans``).
         std: Per-channel RGB normalisation std of the pretrained backbone.
     """
+
+    # What the labels of this dataset do not depend on; subclasses and configs override it.
+    invariances = LabelInvariances()
 
     def __init__(
         self,
@@ -61,6 +66,12 @@ class MicrographDataModule(LightningDataModule, ABC):
     def pipeline(self, augment: A.BasicTransform | None = None) -> ImagePipeline:
         """The sample pipeline: ``augment`` for training, ``None`` for the deterministic evaluation path."""
         return ImagePipeline(self.in_chans, self.image_size, augment, self.mean, self.std)
+
+    def train_augmentation(self, spec: str | dict | list | None) -> A.Compose | None:
+        """Build the training augmentation and check it against :attr:`invariances` (fails on a violation)."""
+        augment = build_augmentation(spec, self.image_size)
+        check_augmentation(augment, self.invariances, type(self).__name__)
+        return augment
 
     @abstractmethod
     def setup(self, stage: str) -> None:

@@ -11,9 +11,10 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from smalldata_pl.data.augmentation import build_augmentation
 from smalldata_pl.data.base import MicrographDataModule
 from smalldata_pl.data.io import IMAGE_SUFFIXES, ImageReadError, read_image
+from smalldata_pl.data.leakage import LeakageError, LeakageMode, describe, find_leaks
+from smalldata_pl.data.physics import LabelInvariances
 from smalldata_pl.data.sampling import split_key
 from smalldata_pl.data.splits import SplitKind, check_no_group_leak, fold_indices
 from smalldata_pl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ImagePipeline, sample_seed
@@ -81,6 +82,9 @@ class MicrographFolder(MicrographDataModule):
         tile_size: Cut each micrograph into square tiles of this side (each keeps its source as group).
         tile_stride: Step between tiles; defaults to ``tile_size`` (no overlap).
         strict: Stop at the first bad file; ``False`` skips bad files and reports each one.
+        invariances: What the labels do not depend on; the augmentation is checked against it at setup.
+        leakage_check: Look for the same micrograph (flipped, rotated, cropped, re-exposed) in training and
+            validation at setup: ``error``, ``warn`` or ``off``.
         batch_size: Samples per batch.
         num_workers: Loader workers.
         in_chans: Channels delivered to the model.
@@ -102,6 +106,8 @@ class MicrographFolder(MicrographDataModule):
         tile_size: int | None = None,
         tile_stride: int | None = None,
         strict: bool = True,
+        invariances: LabelInvariances | None = None,
+        leakage_check: LeakageMode = "error",
         batch_size: int = 16,
         num_workers: int = 0,
         in_chans: int = 1,
@@ -120,6 +126,9 @@ class MicrographFolder(MicrographDataModule):
         self.num_folds, self.fold, self.split = num_folds, fold, split
         self.tile_size, self.tile_stride = tile_size, tile_stride or tile_size
         self.strict = strict
+        if invariances is not None:
+            self.invariances = invariances
+        self.leakage_check = leakage_check
         self.skipped: list[str] = []
 
     # --------------------------------------------------------------------------------------------- discovery
@@ -175,7 +184,9 @@ class MicrographFolder(MicrographDataModule):
             return names.index(label)
         if label.isdigit() and int(label) < len(names) and not any(n.isdigit() for n in names):
             return int(label)
-        raise ValueError(f"label {label!r} of {path} is not in the class list {list(names)}; fix the label or class_names")
+        raise ValueError(
+            f"label {label!r} of {path} is not in the class list {list(names)}; fix the label or class_names"
+        )
 
     # ----------------------------------------------------------------------------------------------- setup
     def setup(self, stage: str) -> None:
@@ -183,15 +194,32 @@ class MicrographFolder(MicrographDataModule):
         labels = [r.label for r in records]
         groups = [r.group for r in records]
         train_idx, val_idx = fold_indices(labels, groups, self.num_folds, self.fold, self.split, self.seed)
+        self.check_leakage([records[i] for i in train_idx], [records[i] for i in val_idx])
         train = self._tiled([records[i] for i in train_idx])
         val = self._tiled([records[i] for i in val_idx])
         if self.split != "stratified":
             check_no_group_leak([r.group for r in train], [r.group for r in val])
-        augment = build_augmentation(self.augmentation, self.image_size)
+        augment = self.train_augmentation(self.augmentation)
         self.train_dataset = MicrographFolderDataset(train, self.pipeline(augment), self.seed)
         self.val_dataset = MicrographFolderDataset(val, self.pipeline(None), self.seed)
         self.test_dataset = self.val_dataset
         self.predict_dataset = self.val_dataset
+
+    def check_leakage(self, train: list[Record], val: list[Record]) -> None:
+        """Stop (or warn) when a validation micrograph is a transformed copy of a training one."""
+        if self.leakage_check == "off":
+            return
+        pairs = find_leaks([r.path for r in train], [r.path for r in val])
+        if not pairs:
+            return
+        message = (
+            f"{len(pairs)} validation image(s) are the same micrograph as a training image (flipped, rotated, "
+            f"cropped or re-exposed):\n{describe(pairs)}\nGive each pair the same group in the manifest so the "
+            "split keeps them together, or set data.leakage_check=warn to accept it."
+        )
+        if self.leakage_check == "error":
+            raise LeakageError(message)
+        log.warning(message)
 
     def _verified(self, records: list[Record]) -> list[Record]:
         """Open every image once: bad files and mixed sizes are caught here, with their names."""

@@ -7,6 +7,7 @@ import torch
 from torch.utils.data import Dataset
 
 from smalldata_pl.data.base import MicrographDataModule
+from smalldata_pl.data.physics import LabelInvariances
 from smalldata_pl.data.sampling import split_key
 from smalldata_pl.data.synthetic import GRAIN_MORPHOLOGIES, IMAGING_PRESETS, GrainMorphology, render_grain_micrograph
 from smalldata_pl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ImagePipeline, sample_seed
@@ -74,6 +75,8 @@ class SyntheticGrains(MicrographDataModule):
     No download, no GPU, infinite labels: train, validation and test are disjoint index ranges of one
     deterministic stream.
 
+    The classes differ in grain size, so rescaling augmentations are refused; orientation and exposure are free.
+
     Example:
         >>> dm = SyntheticGrains(train_size=64, val_size=16, image_size=64)
         >>> dm.setup("fit")
@@ -86,6 +89,7 @@ class SyntheticGrains(MicrographDataModule):
         test_size: Test samples.
         image_size: Side of the rendered (and delivered) images.
         imaging: Imaging preset: ``clean``, ``optical``, ``sem_se`` or ``sem_bse``.
+        augmentation: Training augmentation (checked against the grain-size labels: no rescaling).
         batch_size: Samples per batch.
         num_workers: Loader workers.
         in_chans: Channels delivered to the model.
@@ -94,6 +98,8 @@ class SyntheticGrains(MicrographDataModule):
         std: RGB normalisation std of the backbone.
     """
 
+    invariances = LabelInvariances(rotation=True, mirror=True, scale=False, intensity=True, colour=False)
+
     def __init__(
         self,
         train_size: int = 512,
@@ -101,6 +107,7 @@ class SyntheticGrains(MicrographDataModule):
         test_size: int = 128,
         image_size: int = 128,
         imaging: str = "optical",
+        augmentation: str | dict | list | None = None,
         batch_size: int = 32,
         num_workers: int = 0,
         in_chans: int = 1,
@@ -113,7 +120,7 @@ class SyntheticGrains(MicrographDataModule):
             batch_size=batch_size,
             num_workers=num_workers,
             in_chans=in_chans,
-            image_size=None,  # rendered at the final size already
+            image_size=image_size,
             seed=seed,
             mean=mean,
             std=std,
@@ -122,11 +129,18 @@ class SyntheticGrains(MicrographDataModule):
         self.sizes = {"train": train_size, "val": val_size, "test": test_size}
         self.rendered_size = image_size
         self.imaging = imaging
+        self.augmentation = augmentation
 
     def _dataset(self, split: str) -> SyntheticGrainsDataset:
+        augment = self.train_augmentation(self.augmentation) if split == "train" else None
         offsets = {"train": 0, "val": self.sizes["train"], "test": self.sizes["train"] + self.sizes["val"]}
         return SyntheticGrainsDataset(
-            self.sizes[split], self.pipeline(), GRAIN_MORPHOLOGIES, self.rendered_size, self.imaging, self.seed,
+            self.sizes[split],
+            self.pipeline(augment),
+            GRAIN_MORPHOLOGIES,
+            self.rendered_size,
+            self.imaging,
+            self.seed,
             offsets[split],
         )
 

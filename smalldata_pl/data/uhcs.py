@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from smalldata_pl.data.folder import MicrographFolder
+from smalldata_pl.data.leakage import LeakageMode
+from smalldata_pl.data.physics import LabelInvariances
 from smalldata_pl.data.splits import SplitKind
 from smalldata_pl.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
@@ -80,6 +82,9 @@ class UHCS3(MicrographFolder):
     Images: CC BY-SA 3.0 US (Hecht et al., UHCS, https://hdl.handle.net/11256/940); cite them. The ``group``
     column joins overlapping fields of view, so the default ``stratified_group`` split does not leak.
 
+    Labels are morphologies of an isotropic steel, so rotations, flips, modest zoom and exposure changes are
+    valid augmentations; the SEM images are greyscale, so colour changes are not.
+
     Args:
         root: Folder holding ``images/`` and ``labels.csv`` (the layout ``download`` creates).
         download: Fetch missing files from the public source, verifying checksums.
@@ -87,6 +92,7 @@ class UHCS3(MicrographFolder):
         num_folds: K of the K-fold split.
         fold: Validation fold.
         split: ``stratified``, ``group`` or ``stratified_group``; never split these images at random.
+        leakage_check: Look for transformed copies across the split at setup: ``error``, ``warn`` or ``off``.
         batch_size: Samples per batch.
         num_workers: Loader workers.
         in_chans: Channels delivered to the model.
@@ -96,6 +102,8 @@ class UHCS3(MicrographFolder):
         std: RGB normalisation std of the backbone.
     """
 
+    invariances = LabelInvariances(rotation=True, mirror=True, scale=True, intensity=True, colour=False)
+
     def __init__(
         self,
         root: str | Path = "data/uhcs3",
@@ -104,6 +112,7 @@ class UHCS3(MicrographFolder):
         num_folds: int = 5,
         fold: int = 0,
         split: SplitKind = "stratified_group",
+        leakage_check: LeakageMode = "error",
         batch_size: int = 16,
         num_workers: int = 0,
         in_chans: int = 1,
@@ -118,6 +127,23 @@ class UHCS3(MicrographFolder):
         elif not labels.is_file():
             raise FileNotFoundError(f"{labels} not found: pass data.download=true to fetch UHCS-3, or fix data.root")
         super().__init__(
-            root, labels, UHCS3_CLASSES, augmentation, num_folds, fold, split, None, None, True, batch_size,
-            num_workers, in_chans, image_size, seed, mean, std,
+            root,
+            labels,
+            UHCS3_CLASSES,
+            augmentation,
+            num_folds,
+            fold,
+            split,
+            None,
+            None,
+            True,
+            None,
+            leakage_check,
+            batch_size,
+            num_workers,
+            in_chans,
+            image_size,
+            seed,
+            mean,
+            std,
         )

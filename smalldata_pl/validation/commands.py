@@ -17,7 +17,9 @@ def cv_command(argv: list[str]) -> dict:
         description="Run every fold (data.num_folds) with a fresh model, trainer and callbacks, then summarise. "
         "All other options are `smalldata fit` options (-c config.yaml, --data.init_args.num_folds 5, ...).",
     )
-    parser.add_argument("--cv_dir", default=None, help="parent folder of the fold runs (default lightning_logs/cv/<time>)")
+    parser.add_argument(
+        "--cv_dir", default=None, help="parent folder of the fold runs (default lightning_logs/cv/<time>)"
+    )
     known, fit_args = parser.parse_known_args(argv)
     cv_dir = Path(known.cv_dir or f"lightning_logs/cv/{time.strftime('%Y%m%d-%H%M%S')}")
     return run_cross_validation(fit_args, cv_dir)
