@@ -3,12 +3,12 @@
 import sys
 from collections.abc import Callable, Sequence
 
+from lightning.pytorch import LightningDataModule
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from smalldata_pl.callbacks import InputSampleGrid
-from smalldata_pl.data.base import MicrographDataModule
+from smalldata_pl.callbacks import InputSampleGrid, PredictionWriter
 from smalldata_pl.models.base import TransferModule
 
 DESCRIPTION = """smalldata_pl: deep learning on small materials-science image data.
@@ -20,6 +20,8 @@ The framework's own commands (run `smalldata COMMAND --help`):
   cv-report   aggregate fold runs that ran as separate jobs
   audit       find the same micrograph (flipped, rotated, cropped, re-exposed) across train/validation
   augment     write augmented copies plus a manifest that keeps each copy's group
+  synth       write procedural micrographs with labels in the real-data layout
+  export-encoder  save a checkpoint's backbone as a weights file for `pretrained:`
 """
 
 
@@ -37,12 +39,12 @@ class SmallDataCLI(LightningCLI):
                 "init_args": {"save_dir": "lightning_logs", "name": "smalldata", "default_hp_metric": False},
             },
             # Instances, not configs: LightningCLI appends these after the configured callbacks.
-            "callbacks": [LearningRateMonitor(logging_interval="step"), InputSampleGrid()],
+            "callbacks": [LearningRateMonitor(logging_interval="step"), InputSampleGrid(), PredictionWriter()],
             "log_every_n_steps": 10,
         }
         super().__init__(
             model_class=TransferModule,
-            datamodule_class=MicrographDataModule,
+            datamodule_class=LightningDataModule,
             subclass_mode_model=True,
             subclass_mode_data=True,
             seed_everything_default=0,
@@ -87,10 +89,19 @@ def log_dir_of(cli: LightningCLI) -> str | None:
 
 def _extra_commands() -> dict[str, Callable[[list[str]], object]]:
     from smalldata_pl.data.export import augment_command
+    from smalldata_pl.data.synth_export import synth_command
+    from smalldata_pl.models.export import export_encoder_command
     from smalldata_pl.validation.audit import audit_command
     from smalldata_pl.validation.commands import cv_command, cv_report_command
 
-    return {"cv": cv_command, "cv-report": cv_report_command, "audit": audit_command, "augment": augment_command}
+    return {
+        "cv": cv_command,
+        "cv-report": cv_report_command,
+        "audit": audit_command,
+        "augment": augment_command,
+        "synth": synth_command,
+        "export-encoder": export_encoder_command,
+    }
 
 
 def main(args: Sequence[str] | None = None) -> None:

@@ -96,9 +96,8 @@ def test_lower_dose_gives_more_noise():
 
 
 def test_unknown_imaging_preset_is_rejected():
-    dm = SyntheticGrains(train_size=2, val_size=2, imaging="xray")
     with pytest.raises(ValueError, match="unknown imaging preset"):
-        dm.setup("fit")
+        SyntheticGrains(train_size=2, val_size=2, imaging="xray")
 
 
 def test_dataloader_collates_dict_samples():

@@ -2,5 +2,6 @@
 
 from smalldata_pl.callbacks.staged_unfreezing import Stage, StagedUnfreezing
 from smalldata_pl.callbacks.visual import InputSampleGrid
+from smalldata_pl.callbacks.writers import PredictionWriter
 
-__all__ = ["InputSampleGrid", "Stage", "StagedUnfreezing"]
+__all__ = ["InputSampleGrid", "PredictionWriter", "Stage", "StagedUnfreezing"]

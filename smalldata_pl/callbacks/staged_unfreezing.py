@@ -1,5 +1,6 @@
 """StagedUnfreezing: head first on a frozen backbone, then stage by stage with discriminative learning rates."""
 
+import itertools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -71,7 +72,7 @@ class StagedUnfreezing(Callback):
         self.unfreeze_at = list(unfreeze_at) if unfreeze_at is not None else None
         self.stages = [s if isinstance(s, Stage) else Stage(**s) for s in stages] if stages is not None else None
         epochs = self.unfreeze_at if self.unfreeze_at is not None else [s.epoch for s in self.stages or []]
-        if any(b <= a for a, b in zip(epochs, epochs[1:], strict=False)) or any(e < 0 for e in epochs):
+        if any(b <= a for a, b in itertools.pairwise(epochs)) or any(e < 0 for e in epochs):
             raise ValueError(f"unfreeze epochs must be non-negative and strictly increasing, got {epochs}")
         self.lr_decay = lr_decay
         self.warmup_steps = warmup_steps

@@ -28,6 +28,8 @@ class InputSampleGrid(Callback):
         if not isinstance(trainer.logger, TensorBoardLogger) or dataset is None:
             return
         indices = range(min(self.num_samples, len(dataset)))
+        if "image" not in dataset[(0, 0)]:
+            return  # spectra and other non-image data
         augmented = [dataset[(0, i)]["image"] for i in indices]
         pipeline = getattr(dataset, "pipeline", None)
         images = augmented
