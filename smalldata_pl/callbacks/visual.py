@@ -3,6 +3,7 @@
 import copy
 
 import torch
+import torch.nn.functional as F
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
@@ -39,13 +40,17 @@ class InputSampleGrid(Callback):
             originals = [plain[(0, i)]["image"] for i in indices]
             # Interleave so each row pair reads original | augmented.
             images = [img for pair in zip(originals, augmented, strict=True) for img in pair]
-        grid = make_grid(torch.stack([_displayable(img) for img in images]), nrow=2 if images is not augmented else 4)
+        side = min(min(img.shape[-2:]) for img in images)
+        tiles = [_displayable(img, side) for img in images]
+        grid = make_grid(torch.stack(tiles), nrow=2 if images is not augmented else 4)
         tag = "inputs/original_vs_augmented" if images is not augmented else "inputs/train_samples"
         trainer.logger.experiment.add_image(tag, grid, trainer.global_step)
 
 
-def _displayable(image: torch.Tensor) -> torch.Tensor:
-    """Rescale a normalised ``[C, H, W]`` image to [0, 1] with 1 or 3 channels."""
+def _displayable(image: torch.Tensor, side: int) -> torch.Tensor:
+    """Rescale a normalised ``[C, H, W]`` image to [0, 1] with 1 or 3 channels and a ``side`` x ``side`` size."""
     image = image[:3] if image.shape[0] >= 3 else image[:1]
+    if image.shape[-2:] != (side, side):
+        image = F.interpolate(image[None], size=(side, side), mode="bilinear", align_corners=False)[0]
     low, high = image.min(), image.max()
     return (image - low) / (high - low + 1e-8)
