@@ -22,6 +22,7 @@ The framework's own commands (run `smalldata COMMAND --help`):
   augment     write augmented copies plus a manifest that keeps each copy's group
   synth       write procedural micrographs with labels in the real-data layout
   export-encoder  save a checkpoint's backbone as a weights file for `pretrained:`
+  lr-find     LR range test that keeps the per-group ratios of the unfreezing plan
 """
 
 
@@ -88,6 +89,7 @@ def log_dir_of(cli: LightningCLI) -> str | None:
 
 
 def _extra_commands() -> dict[str, Callable[[list[str]], object]]:
+    from smalldata_pl.callbacks.lr_finder import lr_find_command
     from smalldata_pl.data.export import augment_command
     from smalldata_pl.data.synth_export import synth_command
     from smalldata_pl.models.export import export_encoder_command
@@ -101,6 +103,7 @@ def _extra_commands() -> dict[str, Callable[[list[str]], object]]:
         "augment": augment_command,
         "synth": synth_command,
         "export-encoder": export_encoder_command,
+        "lr-find": lr_find_command,
     }
 
 

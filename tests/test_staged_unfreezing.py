@@ -1,4 +1,5 @@
 import math
+from pathlib import Path
 from functools import partial
 
 import pytest
@@ -226,3 +227,32 @@ def test_lr_decay_must_be_a_fraction():
     with pytest.raises(ValueError, match="lr_decay"):
         StagedUnfreezing(lr_decay=1.5)
     assert math.isclose(0.5**2, 0.25)
+
+
+def test_lr_finder_keeps_ratios_and_leaves_weights_unchanged():
+    from smalldata_pl.callbacks.lr_finder import find_lr
+
+    model, data = make()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    plan = StagedUnfreezing(unfreeze_at=[1, 2], lr_decay=0.5)
+    result = find_lr(model, data, plan, epoch=1, num_steps=12, max_lr=0.1)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert flags == {n: p.requires_grad for n, p in model.named_parameters()}
+    for lrs in result.group_lrs:
+        assert lrs["stage4"] / lrs["head"] == pytest.approx(0.5)
+        assert lrs["stem"] / lrs["head"] == pytest.approx(0.5**5)
+    assert result.lrs[0] < result.suggestion < 0.1 or result.suggestion == pytest.approx(result.lrs[0])
+    assert len(result.losses) == len(result.lrs) > 4
+
+
+def test_lr_find_command_writes_a_tuned_config(tmp_path):
+    from smalldata_pl.cli import main
+
+    config = tmp_path / "tuned.yaml"
+    smoke = str(Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml")
+    main(["lr-find", "--steps", "8", "--write", str(config), "-c", smoke])
+    import yaml
+
+    tuned = yaml.safe_load(config.read_text())
+    assert tuned["model"]["init_args"]["optimizer"]["init_args"]["lr"] > 0

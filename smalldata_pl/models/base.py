@@ -48,6 +48,10 @@ class TransferModule(LightningModule):
         # Relative LR of each group (1 = the optimizer's lr); set by StagedUnfreezing before the optimizer exists.
         self.group_lr_scales: dict[str, float] = {}
 
+    def training_loss(self, batch: dict) -> torch.Tensor:
+        """The training loss of one batch, without logging (used by the LR finder outside the Trainer)."""
+        raise NotImplementedError(f"{type(self).__name__} does not define training_loss")
+
     @property
     def param_group_names(self) -> list[str]:
         """Group names ordered from input (``stem``) to output (``head``)."""

@@ -85,6 +85,10 @@ class MicrographClassifier(TransferModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(images))
 
+    @override
+    def training_loss(self, batch: dict) -> torch.Tensor:
+        return F.cross_entropy(self(batch["image"]), batch["label"], label_smoothing=self.label_smoothing)
+
     def _shared_step(self, batch: dict, split: str, metrics: MetricCollection) -> torch.Tensor:
         logits = self(batch["image"])
         loss = F.cross_entropy(logits, batch["label"], label_smoothing=self.label_smoothing if split == "train" else 0)

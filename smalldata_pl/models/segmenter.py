@@ -111,6 +111,10 @@ class MicrographSegmenter(TransferModule):
             return self(images)
         return sliding_window(self, images, self.tile_size, self.tile_overlap)
 
+    @override
+    def training_loss(self, batch: dict) -> torch.Tensor:
+        return segmentation_loss(self(batch["image"]), batch["mask"], self.loss_kind, self.class_weights)
+
     def _step(self, batch: dict, split: str) -> torch.Tensor:
         logits = self(batch["image"]) if split == "train" else self.predict_logits(batch["image"])
         loss = segmentation_loss(logits, batch["mask"], self.loss_kind, self.class_weights)

@@ -122,6 +122,13 @@ class SpectrumClassifier(TransferModule):
     def forward(self, spectra: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(spectra))
 
+    @override
+    def training_loss(self, batch: dict) -> torch.Tensor:
+        logits = self(batch["spectrum"])
+        if self.task == "single":
+            return F.cross_entropy(logits, batch["label"])
+        return F.binary_cross_entropy_with_logits(logits, batch["labels"])
+
     def _step(self, batch: dict, split: str) -> torch.Tensor:
         logits = self(batch["spectrum"])
         if self.task == "single":
