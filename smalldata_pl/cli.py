@@ -23,6 +23,7 @@ The framework's own commands (run `smalldata COMMAND --help`):
   synth       write procedural micrographs with labels in the real-data layout
   export-encoder  save a checkpoint's backbone as a weights file for `pretrained:`
   lr-find     LR range test that keeps the per-group ratios of the unfreezing plan
+  study       learning curves: score vs labelled images per class for several strategies
 """
 
 
@@ -95,6 +96,7 @@ def _extra_commands() -> dict[str, Callable[[list[str]], object]]:
     from smalldata_pl.models.export import export_encoder_command
     from smalldata_pl.validation.audit import audit_command
     from smalldata_pl.validation.commands import cv_command, cv_report_command
+    from smalldata_pl.validation.study import study_command
 
     return {
         "cv": cv_command,
@@ -104,6 +106,7 @@ def _extra_commands() -> dict[str, Callable[[list[str]], object]]:
         "synth": synth_command,
         "export-encoder": export_encoder_command,
         "lr-find": lr_find_command,
+        "study": study_command,
     }
 
 

@@ -39,7 +39,12 @@ def test_grain_size_statistics_follow_the_requested_size():
     sizes = []
     for target in (0.08, 0.16):
         morphology = GrainMorphology("x", grain_size=target, size_jitter=0.0)
-        intercept = np.mean([render_grain_micrograph(rng, (192, 192), morphology, IMAGING_PRESETS["clean"]).mean_intercept for _ in range(3)])
+        intercept = np.mean(
+            [
+                render_grain_micrograph(rng, (192, 192), morphology, IMAGING_PRESETS["clean"]).mean_intercept
+                for _ in range(3)
+            ]
+        )
         sizes.append(intercept / (target * 192))
     # The mean intercept is a fixed fraction of the seed spacing for hard-core Voronoi (about 0.7-0.9).
     assert sizes[0] == pytest.approx(sizes[1], rel=0.15)
@@ -48,13 +53,21 @@ def test_grain_size_statistics_follow_the_requested_size():
 
 def test_precipitate_fractions_are_near_their_targets():
     params = PrecipitateParams(secondary_fraction=0.4, tertiary_fraction=0.03, size_jitter=0.0)
-    fractions = np.mean([render_precipitates(np.random.default_rng(i), (256, 256), params, IMAGING_PRESETS["clean"]).fractions for i in range(4)], axis=0)
+    fractions = np.mean(
+        [
+            render_precipitates(np.random.default_rng(i), (256, 256), params, IMAGING_PRESETS["clean"]).fractions
+            for i in range(4)
+        ],
+        axis=0,
+    )
     assert fractions[1] == pytest.approx(0.4, abs=0.02)
     assert fractions[2] == pytest.approx(0.03, abs=0.012)
 
 
 def test_precipitate_image_matches_its_mask():
-    micrograph = render_precipitates(np.random.default_rng(0), (128, 128), PrecipitateParams(), IMAGING_PRESETS["clean"])
+    micrograph = render_precipitates(
+        np.random.default_rng(0), (128, 128), PrecipitateParams(), IMAGING_PRESETS["clean"]
+    )
     means = [micrograph.image[micrograph.mask == k].mean() for k in range(3)]
     assert means[0] > means[1] > means[2]  # bright matrix, darker secondary, darkest tertiary
     assert len(micrograph.secondary_diameters) > 0
@@ -123,16 +136,34 @@ def test_precipitate_datamodule_samples_are_pure_functions_of_seed_and_index():
 
 @pytest.mark.parametrize("kind", ["grains", "precipitates"])
 def test_synth_output_loads_back_through_the_real_data_modules(tmp_path, kind):
-    main(["synth", "--kind", kind, "--count", "8", "--out", str(tmp_path / kind), "--size", "64", "--bits", "16" if kind == "grains" else "8"])
+    main(
+        [
+            "synth",
+            "--kind",
+            kind,
+            "--count",
+            "8",
+            "--out",
+            str(tmp_path / kind),
+            "--size",
+            "64",
+            "--bits",
+            "16" if kind == "grains" else "8",
+        ]
+    )
     manifest = tmp_path / kind / "manifest.csv"
     rows = list(csv.DictReader(manifest.open()))
     assert len(rows) == 8
     if kind == "grains":
-        dm = MicrographFolder(root=tmp_path / kind, manifest=manifest, num_folds=2, split="group", image_size=64, leakage_check="off")
+        dm = MicrographFolder(
+            root=tmp_path / kind, manifest=manifest, num_folds=2, split="group", image_size=64, leakage_check="off"
+        )
         dm.setup("fit")
         assert dm.train_dataset[0]["image"].shape == (1, 64, 64)
     else:
-        dm = SegmentationFolder(root=tmp_path / kind, class_names=["matrix", "secondary", "tertiary"], num_folds=2, crop_size=32)
+        dm = SegmentationFolder(
+            root=tmp_path / kind, class_names=["matrix", "secondary", "tertiary"], num_folds=2, crop_size=32
+        )
         dm.setup("fit")
         assert dm.train_dataset[0]["mask"].shape == (32, 32)
         assert dm.val_dataset[0]["mask"].shape == (64, 64)

@@ -82,7 +82,9 @@ def write_dataset(root: Path, count: int = 6, size: int = 48, bad: str | None = 
     return root
 
 
-@pytest.mark.parametrize(("bad", "message"), [("value", r"im2.png contains value\(s\) \[7\]"), ("size", r"im2.png is 44x48")])
+@pytest.mark.parametrize(
+    ("bad", "message"), [("value", r"im2.png contains value\(s\) \[7\]"), ("size", r"im2.png is 44x48")]
+)
 def test_mask_errors_name_the_file(tmp_path, bad, message):
     root = write_dataset(tmp_path / "data", bad=bad)
     dm = SegmentationFolder(root, ["background", "phase", "dots"], num_folds=3, crop_size=32)

@@ -2,6 +2,7 @@
 
 import csv
 import logging
+import random
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -85,6 +86,9 @@ class MicrographFolder(MicrographDataModule):
         invariances: What the labels do not depend on; the augmentation is checked against it at setup.
         leakage_check: Look for the same micrograph (flipped, rotated, cropped, re-exposed) in training and
             validation at setup: ``error``, ``warn`` or ``off``.
+        train_per_class: Keep only this many training images per class (learning curves), drawn group by
+            group so a subsample never holds part of a group while the rest sits unused in validation.
+        subsample_seed: Which random subsample (repeats of a learning-curve point).
         batch_size: Samples per batch.
         num_workers: Loader workers.
         in_chans: Channels delivered to the model.
@@ -108,6 +112,8 @@ class MicrographFolder(MicrographDataModule):
         strict: bool = True,
         invariances: LabelInvariances | None = None,
         leakage_check: LeakageMode = "error",
+        train_per_class: int | None = None,
+        subsample_seed: int = 0,
         batch_size: int = 16,
         num_workers: int = 0,
         in_chans: int = 1,
@@ -129,6 +135,7 @@ class MicrographFolder(MicrographDataModule):
         if invariances is not None:
             self.invariances = invariances
         self.leakage_check = leakage_check
+        self.train_per_class, self.subsample_seed = train_per_class, subsample_seed
         self.skipped: list[str] = []
 
     # --------------------------------------------------------------------------------------------- discovery
@@ -194,8 +201,9 @@ class MicrographFolder(MicrographDataModule):
         labels = [r.label for r in records]
         groups = [r.group for r in records]
         train_idx, val_idx = fold_indices(labels, groups, self.num_folds, self.fold, self.split, self.seed)
-        self.check_leakage([records[i] for i in train_idx], [records[i] for i in val_idx])
-        train = self._tiled([records[i] for i in train_idx])
+        train_records = self._subsample([records[i] for i in train_idx])
+        self.check_leakage(train_records, [records[i] for i in val_idx])
+        train = self._tiled(train_records)
         val = self._tiled([records[i] for i in val_idx])
         if self.split != "stratified":
             check_no_group_leak([r.group for r in train], [r.group for r in val])
@@ -204,6 +212,27 @@ class MicrographFolder(MicrographDataModule):
         self.val_dataset = MicrographFolderDataset(val, self.pipeline(None), self.seed)
         self.test_dataset = self.val_dataset
         self.predict_dataset = self.val_dataset
+
+    def _subsample(self, records: list[Record]) -> list[Record]:
+        """At most ``train_per_class`` images per class, taken whole group by whole group in random order."""
+        if self.train_per_class is None:
+            return records
+        rng = random.Random(f"{self.seed}-{self.subsample_seed}")
+        kept: list[Record] = []
+        for label in range(self.num_classes):
+            by_group: dict[str, list[Record]] = {}
+            for record in records:
+                if record.label == label:
+                    by_group.setdefault(record.group, []).append(record)
+            groups = sorted(by_group)
+            rng.shuffle(groups)
+            chosen: list[Record] = []
+            for group in groups:
+                if len(chosen) >= self.train_per_class:
+                    break
+                chosen += by_group[group][: self.train_per_class - len(chosen)]
+            kept += chosen
+        return kept
 
     def check_leakage(self, train: list[Record], val: list[Record]) -> None:
         """Stop (or warn) when a validation micrograph is a transformed copy of a training one."""

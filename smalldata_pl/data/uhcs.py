@@ -93,6 +93,8 @@ class UHCS3(MicrographFolder):
         fold: Validation fold.
         split: ``stratified``, ``group`` or ``stratified_group``; never split these images at random.
         leakage_check: Look for transformed copies across the split at setup: ``error``, ``warn`` or ``off``.
+        train_per_class: Keep only this many training images per class (learning curves).
+        subsample_seed: Which random subsample.
         batch_size: Samples per batch.
         num_workers: Loader workers.
         in_chans: Channels delivered to the model.
@@ -113,6 +115,8 @@ class UHCS3(MicrographFolder):
         fold: int = 0,
         split: SplitKind = "stratified_group",
         leakage_check: LeakageMode = "error",
+        train_per_class: int | None = None,
+        subsample_seed: int = 0,
         batch_size: int = 16,
         num_workers: int = 0,
         in_chans: int = 1,
@@ -128,22 +132,20 @@ class UHCS3(MicrographFolder):
             raise FileNotFoundError(f"{labels} not found: pass data.download=true to fetch UHCS-3, or fix data.root")
         super().__init__(
             root,
-            labels,
-            UHCS3_CLASSES,
-            augmentation,
-            num_folds,
-            fold,
-            split,
-            None,
-            None,
-            True,
-            None,
-            leakage_check,
-            batch_size,
-            num_workers,
-            in_chans,
-            image_size,
-            seed,
-            mean,
-            std,
+            manifest=labels,
+            class_names=UHCS3_CLASSES,
+            augmentation=augmentation,
+            num_folds=num_folds,
+            fold=fold,
+            split=split,
+            leakage_check=leakage_check,
+            train_per_class=train_per_class,
+            subsample_seed=subsample_seed,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            in_chans=in_chans,
+            image_size=image_size,
+            seed=seed,
+            mean=mean,
+            std=std,
         )

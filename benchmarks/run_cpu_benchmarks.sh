@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The benchmarks whose figures benchmarks/README.md reports, in the order they were run (CPU, 2 cores).
+# Usage: bash benchmarks/run_cpu_benchmarks.sh  (from the repository root, with ../shared/data present)
+set -euo pipefail
+out=benchmarks/runs
+mkdir -p "$out"
+common=(--trainer.enable_progress_bar=false --data.init_args.leakage_check=off)
+run() { local name=$1; shift; /usr/bin/time -f "%e s wall" -o "$out/$name.time" "$@" > "$out/$name.log" 2>&1; }
+
+# Issue 4 / 3(d): the recommended recipe, group-stratified 5-fold CV on UHCS-3.
+run uhcs3_staged .venv/bin/smalldata cv -c configs/exercise_efficientnet_lite0_offline.yaml "${common[@]}" --cv_dir "$out/uhcs3_staged"
+# Issue 3(a): the same with the backbone never unfrozen (linear probe), same epochs, size and augmentation.
+run uhcs3_linear_probe .venv/bin/smalldata cv -c benchmarks/configs/uhcs3_linear_probe.yaml "${common[@]}" --cv_dir "$out/uhcs3_linear_probe"
+# Issue 7: sim-to-real on the superalloy images.
+bash benchmarks/sim_to_real.sh

@@ -1,0 +1,179 @@
+"""``smalldata study``: learning curves over labelled images per class x transfer strategies, resumable."""
+
+import argparse
+import csv
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+# Each strategy is a set of `smalldata fit` overrides applied on top of the study's config.
+STAGED = (
+    '[{"class_path": "smalldata_pl.callbacks.StagedUnfreezing", "init_args": {"unfreeze_at": %s, "lr_decay": 0.5}}]'
+)
+STRATEGIES: dict[str, list[str]] = {
+    "scratch": ["--model.init_args.pretrained=false", "--trainer.callbacks=[]", "--data.init_args.augmentation=none"],
+    "linear_probe": ["--trainer.callbacks=" + STAGED % "[]", "--data.init_args.augmentation=none"],
+    "full_finetune": ["--trainer.callbacks=[]", "--data.init_args.augmentation=none"],
+    "staged": ["--trainer.callbacks=" + STAGED % "{plan}", "--data.init_args.augmentation=none"],
+    "staged_aug": ["--trainer.callbacks=" + STAGED % "{plan}", "--data.init_args.augmentation=micrograph"],
+    "synthetic_staged_aug": [
+        "--trainer.callbacks=" + STAGED % "{plan}",
+        "--data.init_args.augmentation=micrograph",
+        "--model.init_args.pretrained={synthetic_encoder}",
+    ],
+}
+FIELDS = ["strategy", "per_class", "repeat", "fold", "val_acc", "val_f1", "val_loss"]
+
+
+def study_command(argv: list[str]) -> Path:
+    """``smalldata study -c config.yaml --sizes 5,10,20,all --strategies staged,staged_aug --out study/``."""
+    parser = argparse.ArgumentParser(
+        prog="smalldata study",
+        description="Learning curve: score against labelled images per class for several strategies, with "
+        "repeated group-aware subsampling and K-fold validation at each size. Resumable: finished points are "
+        "kept. Other options are `smalldata fit` options for a classification DataModule with train_per_class.",
+    )
+    parser.add_argument("--sizes", default="5,10,20,50,all", help="images per class; 'all' = no subsampling")
+    parser.add_argument("--strategies", default=",".join(STRATEGIES), help=f"subset of {','.join(STRATEGIES)}")
+    parser.add_argument("--repeats", type=int, default=2, help="random subsamples per size")
+    parser.add_argument("--folds", type=int, default=None, help="folds evaluated per subsample (default: all)")
+    parser.add_argument("--plan", default="[2, 3, 4, 5]", help="unfreeze_at of the staged strategies")
+    parser.add_argument("--synthetic_encoder", default="", help="encoder file for synthetic_staged_aug")
+    parser.add_argument("--out", type=Path, default=Path("lightning_logs/study"))
+    known, fit_args = parser.parse_known_args(argv)
+    strategies = known.strategies.split(",")
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown:
+        raise ValueError(f"unknown strategies {unknown}; choose from {list(STRATEGIES)}")
+    if "synthetic_staged_aug" in strategies and not known.synthetic_encoder:
+        raise ValueError("synthetic_staged_aug needs --synthetic_encoder (from `smalldata export-encoder`)")
+    sizes = [None if s == "all" else int(s) for s in known.sizes.split(",")]
+    run_study(fit_args, strategies, sizes, known.repeats, known.folds, known.plan, known.synthetic_encoder, known.out)
+    return known.out
+
+
+def run_study(
+    fit_args: Sequence[str],
+    strategies: Sequence[str],
+    sizes: Sequence[int | None],
+    repeats: int,
+    folds: int | None,
+    plan: str,
+    synthetic_encoder: str,
+    out: Path,
+) -> list[dict]:
+    """Run every missing point, then write results.csv, curve.png, TensorBoard and summary.md into ``out``."""
+    from smalldata_pl.cli import SmallDataCLI
+
+    points = out / "points"
+    points.mkdir(parents=True, exist_ok=True)
+    for size in sizes:
+        for strategy in strategies:
+            for repeat in range(repeats if size is not None else 1):
+                fold, num_folds = 0, folds or 1
+                while fold < num_folds:
+                    key = f"{strategy}_n{size or 'all'}_r{repeat}_f{fold}"
+                    done = points / f"{key}.json"
+                    if not done.is_file():  # resumability: finished points are never redone
+                        overrides = [
+                            a.replace("{plan}", plan).replace("{synthetic_encoder}", synthetic_encoder)
+                            for a in STRATEGIES[strategy]
+                        ]
+                        args = [
+                            *fit_args,
+                            *overrides,
+                            f"--data.init_args.fold={fold}",
+                            f"--data.init_args.subsample_seed={repeat}",
+                            f"--data.init_args.train_per_class={size if size is not None else 'null'}",
+                            "--trainer.logger=lightning.pytorch.loggers.TensorBoardLogger",
+                            f"--trainer.logger.save_dir={out / 'runs'}",
+                            f"--trainer.logger.name={key}",
+                            "--trainer.logger.version=",
+                            "--checkpoint.save_top_k=0",
+                            "--checkpoint.save_last=false",
+                        ]
+                        cli = SmallDataCLI(args=args, run=False)
+                        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+                        metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items()}
+                        row = {
+                            "strategy": strategy,
+                            "per_class": size or "all",
+                            "repeat": repeat,
+                            "fold": fold,
+                            "val_acc": metrics["val/acc"],
+                            "val_f1": metrics["val/f1"],
+                            "val_loss": metrics["val/loss"],
+                        }
+                        done.write_text(json.dumps(row))
+                    num_folds = folds or _num_folds(fit_args)
+                    fold += 1
+    rows = [json.loads(p.read_text()) for p in sorted(points.glob("*.json"))]
+    write_outputs(rows, out)
+    return rows
+
+
+def _num_folds(fit_args: Sequence[str]) -> int:
+    from smalldata_pl.cli import SmallDataCLI
+
+    return int(getattr(SmallDataCLI(args=[*fit_args, "--trainer.logger=false"], run=False).datamodule, "num_folds", 1))
+
+
+def aggregate(rows: Sequence[dict], metric: str = "val_acc") -> dict[str, dict[str, tuple[float, float, int]]]:
+    """``{strategy: {per_class: (mean, std, n)}}`` over repeats and folds."""
+    table: dict[str, dict[str, list[float]]] = {}
+    for row in rows:
+        table.setdefault(row["strategy"], {}).setdefault(str(row["per_class"]), []).append(float(row[metric]))
+    return {
+        s: {k: (float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, len(v)) for k, v in sizes.items()}
+        for s, sizes in table.items()
+    }
+
+
+def write_outputs(rows: Sequence[dict], out: Path) -> None:
+    """results.csv (tidy), curve.png, a TensorBoard figure and summary.md."""
+    with (out / "results.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    table = aggregate(rows)
+    figure = _plot(table)
+    figure.savefig(out / "curve.png", dpi=120)
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(out / "tensorboard")) as writer:
+        writer.add_figure("study/accuracy_vs_labels_per_class", figure)
+    sizes = sorted({k for s in table.values() for k in s}, key=_size_key)
+    lines = ["| strategy | " + " | ".join(f"{s} / class" for s in sizes) + " |", "|---" * (len(sizes) + 1) + "|"]
+    for strategy, points in table.items():
+        cells = [f"{points[s][0]:.3f} ± {points[s][1]:.3f} (n={points[s][2]})" if s in points else "" for s in sizes]
+        lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
+    (out / "summary.md").write_text(
+        "# Learning curve: validation accuracy, mean ± std over subsamples and folds\n\n" + "\n".join(lines) + "\n"
+    )
+
+
+def _size_key(size: str) -> float:
+    return float("inf") if size == "all" else float(size)
+
+
+def _plot(table: dict[str, dict[str, tuple[float, float, int]]]) -> object:
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for strategy, points in table.items():
+        sizes = sorted(points, key=_size_key)
+        numeric = [s for s in sizes if s != "all"]
+        x = np.array([float(s) for s in numeric])
+        mean = np.array([points[s][0] for s in numeric])
+        std = np.array([points[s][1] for s in numeric])
+        line = axis.plot(x, mean, marker="o", label=strategy)[0] if len(x) else None
+        if line is not None:
+            axis.fill_between(x, mean - std, mean + std, alpha=0.2, color=line.get_color())
+        if "all" in points:
+            axis.axhline(points["all"][0], linestyle=":", color=line.get_color() if line else None)
+    axis.set(xscale="log", xlabel="labelled images per class", ylabel="validation accuracy")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    return figure

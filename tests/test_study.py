@@ -1,0 +1,70 @@
+import csv
+
+import pytest
+
+from smalldata_pl.cli import main
+
+STUDY_CONFIG = """
+trainer:
+  max_epochs: 1
+  accelerator: cpu
+  enable_progress_bar: false
+  enable_model_summary: false
+model:
+  class_path: smalldata_pl.models.MicrographClassifier
+  init_args:
+    backbone: test_resnet
+data:
+  class_path: smalldata_pl.data.MicrographFolder
+  init_args:
+    root: {root}
+    manifest: {manifest}
+    num_folds: 2
+    image_size: 32
+    batch_size: 4
+    leakage_check: "off"
+"""
+
+
+@pytest.mark.slow
+def test_study_writes_curve_and_resumes_without_redoing_points(tmp_path, grouped_manifest):
+    config = tmp_path / "study.yaml"
+    config.write_text(STUDY_CONFIG.format(root=grouped_manifest.parent, manifest=grouped_manifest))
+    out = tmp_path / "study"
+    args = [
+        "study",
+        "-c",
+        str(config),
+        "--sizes",
+        "2,all",
+        "--strategies",
+        "scratch,staged",
+        "--repeats",
+        "2",
+        "--folds",
+        "1",
+        "--plan",
+        "[0]",
+        "--out",
+        str(out),
+    ]
+    main(args)
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    # 2 sizes x 2 strategies; the subsampled size repeats twice, 'all' once
+    assert len(rows) == 2 * 2 + 2 * 1
+    assert {r["per_class"] for r in rows} == {"2", "all"}
+    assert (out / "curve.png").stat().st_size > 0
+    assert "staged" in (out / "summary.md").read_text()
+    points = sorted((out / "points").glob("*.json"))
+    stamps = {p.name: p.stat().st_mtime_ns for p in points}
+    points[0].unlink()  # as if the study had been interrupted before this point finished
+    main(args)
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "points").glob("*.json")}
+    assert set(after) == set(stamps)
+    redone = [name for name in after if after[name] != stamps.get(name)]
+    assert redone == [points[0].name]
+
+
+def test_unknown_strategy_is_named():
+    with pytest.raises(ValueError, match="unknown strategies"):
+        main(["study", "--strategies", "magic"])
