@@ -8,11 +8,11 @@ import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+import cv2
+import numpy as np
 
-from smalldata_pl.data.augmentation import build_augmentation  # noqa: E402
-from smalldata_pl.data.transforms import ImagePipeline  # noqa: E402
+from smalldata_pl.data.augmentation import build_augmentation
+from smalldata_pl.data.transforms import ImagePipeline
 
 cv2.setNumThreads(1)
 

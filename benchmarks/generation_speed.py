@@ -12,12 +12,12 @@ import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from smalldata_pl.data.synthetic import GRAIN_MORPHOLOGIES, IMAGING_PRESETS, render_grain_micrograph  # noqa: E402
-from smalldata_pl.data.synthetic.precipitates import render_precipitates  # noqa: E402
-from smalldata_pl.data.synthetic.seeds import place_seeds  # noqa: E402
-from smalldata_pl.data.synthetic.spectra import load_phase_library, render_spectrum  # noqa: E402
+from smalldata_pl.data.synthetic import GRAIN_MORPHOLOGIES, IMAGING_PRESETS, render_grain_micrograph
+from smalldata_pl.data.synthetic.precipitates import render_precipitates
+from smalldata_pl.data.synthetic.seeds import place_seeds
+from smalldata_pl.data.synthetic.spectra import load_phase_library, render_spectrum
 
 
 def rate(fn, seconds: float = 3.0) -> float:

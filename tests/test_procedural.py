@@ -6,11 +6,11 @@ import torch
 
 from smalldata_pl.cli import main
 from smalldata_pl.data import MicrographFolder, SegmentationFolder, SyntheticPrecipitates, SyntheticSpectra
+from smalldata_pl.data.synthetic import IMAGING_PRESETS, GrainMorphology, render_grain_micrograph, tessellate
 from smalldata_pl.data.synthetic.imaging import ImagingModel
 from smalldata_pl.data.synthetic.precipitates import PrecipitateParams, render_precipitates
 from smalldata_pl.data.synthetic.seeds import place_seeds
 from smalldata_pl.data.synthetic.spectra import SpectrumParams, load_phase_library, render_spectrum, two_theta_axis
-from smalldata_pl.data.synthetic import GrainMorphology, IMAGING_PRESETS, render_grain_micrograph, tessellate
 
 
 def test_instance_count_equals_seed_count_in_the_open_domain():

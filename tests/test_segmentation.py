@@ -4,9 +4,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED_DATA
 from PIL import Image
 
-from conftest import SHARED_DATA
 from smalldata_pl.cli import main
 from smalldata_pl.data import SegmentationFolder, Superalloy
 from smalldata_pl.models import MicrographSegmenter

@@ -1,6 +1,6 @@
 import math
-from pathlib import Path
 from functools import partial
+from pathlib import Path
 
 import pytest
 import torch
@@ -185,7 +185,7 @@ def weights_after(tmp_path, stop_at, total, resume=True):
     callbacks = lambda: [
         StagedUnfreezing(unfreeze_at=[1, 2], warmup_steps=3),
         ModelCheckpoint(tmp_path / "ck", save_last=True),
-    ]  # noqa: E731
+    ]
     model, data = make(partial(torch.optim.lr_scheduler.StepLR, step_size=1, gamma=0.7), "epoch")
     if not resume:
         trainer(total, callbacks(), tmp_path).fit(model, data)
