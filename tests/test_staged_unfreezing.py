@@ -256,3 +256,14 @@ def test_lr_find_command_writes_a_tuned_config(tmp_path):
 
     tuned = yaml.safe_load(config.read_text())
     assert tuned["model"]["init_args"]["optimizer"]["init_args"]["lr"] > 0
+
+
+def test_keep_bn_eval_leaves_unfrozen_batchnorm_on_running_statistics(tmp_path):
+    model, data = make()
+    probe = Probe()
+    trainer(2, [StagedUnfreezing(unfreeze_at=[1], keep_bn_eval=True), probe], tmp_path).fit(model, data)
+    assert probe.epochs[1]["grad"]["stage4"] == {True}
+    assert probe.epochs[1]["bn_train"]["stage4"] == {False}
+    for name, (mean, var) in probe.epochs[0]["bn_stats"].items():
+        end_mean, end_var = probe.epochs["end"]["bn_stats"][name]
+        assert torch.equal(mean, end_mean), name

@@ -52,6 +52,8 @@ class StagedUnfreezing(Callback):
         warmup_steps: Optimizer steps over which a newly unfrozen group's LR rises linearly from 0.
         train_bn: Let BatchNorm layers of frozen groups train (affine parameters and running statistics);
             by default they stay in eval mode with their statistics untouched.
+        keep_bn_eval: Keep BatchNorm layers in eval mode (pretrained running statistics) even after their group
+            unfreezes; their affine parameters still train. Steadier with batches of a few micrographs.
         freeze_mode: ``requires_grad`` (saves compute), ``mask`` (parameters stay registered with DDP's reducer;
             frozen gradients are dropped before the optimizer step) or ``auto`` (``mask`` when distributed).
     """
@@ -63,6 +65,7 @@ class StagedUnfreezing(Callback):
         lr_decay: float = 0.5,
         warmup_steps: int = 0,
         train_bn: bool = False,
+        keep_bn_eval: bool = False,
         freeze_mode: Literal["auto", "requires_grad", "mask"] = "auto",
     ) -> None:
         if unfreeze_at is not None and stages is not None:
@@ -77,6 +80,7 @@ class StagedUnfreezing(Callback):
         self.lr_decay = lr_decay
         self.warmup_steps = warmup_steps
         self.train_bn = train_bn
+        self.keep_bn_eval = keep_bn_eval
         self.freeze_mode = freeze_mode
         # Resolved in setup(): group -> first trainable epoch (0 for the new layers), group -> LR scale.
         self.unfreeze_epoch: dict[str, int] = {}
@@ -217,7 +221,7 @@ class StagedUnfreezing(Callback):
                 keep_bn = self.train_bn and id(param) in bn_params
                 param.requires_grad_(train or keep_bn or self._masking)
             for bn in self._bn_groups.get(group, []) if batchnorm else []:
-                bn.train(train or self.train_bn)
+                bn.train((train and not self.keep_bn_eval) or self.train_bn)
 
     def warmup_factor(self, group: str, step: int) -> float:
         """Linear warm-up multiplier of a trainable group at global ``step``."""
