@@ -93,10 +93,14 @@ def _linear_ramp(shape: tuple[int, ...], rng: np.random.Generator, amplitude: fl
 
 
 def _jitter_lines(image: np.ndarray, rng: np.random.Generator, sigma: float) -> np.ndarray:
-    """Shift each row horizontally by a random sub-pixel amount, like an unstable SEM raster."""
+    """Shift each row horizontally by a random sub-pixel amount (linear interpolation), like an unstable raster."""
     shifts = rng.normal(0.0, sigma, image.shape[0])
-    cols = np.arange(image.shape[1], dtype=np.float64)
-    return np.stack([np.interp(cols - s, cols, row) for row, s in zip(image, shifts, strict=True)])
+    position = np.clip(np.arange(image.shape[1])[None, :] - shifts[:, None], 0, image.shape[1] - 1)
+    left = np.floor(position).astype(int)
+    right = np.minimum(left + 1, image.shape[1] - 1)
+    weight = position - left
+    rows = np.arange(image.shape[0])[:, None]
+    return image[rows, left] * (1 - weight) + image[rows, right] * weight
 
 
 IMAGING_PRESETS: dict[str, ImagingModel] = {

@@ -49,19 +49,23 @@ def place_seeds(
 
 
 def _hardcore(rng: np.random.Generator, count: int, scale: np.ndarray, fraction: float) -> np.ndarray:
-    """Random sequential adsorption: accept candidates farther than a minimum distance from all accepted ones."""
+    """Random sequential adsorption: accept candidates farther than a minimum distance from all accepted ones.
+
+    A grid of cells one minimum distance wide means each candidate is checked against its 3x3 neighbourhood only.
+    """
     spacing = np.sqrt(scale.prod() / count)
     min_distance = fraction * spacing
-    accepted = np.empty((count, 2))
-    n = 0
-    # Batches of candidates keep the loop in numpy; the attempt cap guards against impossible packings.
+    cells: dict[tuple[int, int], list[np.ndarray]] = {}
+    accepted: list[np.ndarray] = []
+    # Batches of candidates keep the loop short; the attempt cap guards against impossible packings.
     for _ in range(200):
         for candidate in rng.random((4 * count, 2)) * scale:
-            if n == 0 or np.min(np.sum((accepted[:n] - candidate) ** 2, axis=1)) >= min_distance**2:
-                accepted[n] = candidate
-                n += 1
-                if n == count:
-                    return accepted
+            cy, cx = int(candidate[0] // min_distance), int(candidate[1] // min_distance)
+            neighbours = [p for dy in (-1, 0, 1) for dx in (-1, 0, 1) for p in cells.get((cy + dy, cx + dx), ())]
+            if all((p[0] - candidate[0]) ** 2 + (p[1] - candidate[1]) ** 2 >= min_distance**2 for p in neighbours):
+                accepted.append(candidate)
+                cells.setdefault((cy, cx), []).append(candidate)
+                if len(accepted) == count:
+                    return np.array(accepted)
     # A packing this dense cannot be completed; fill the rest at random rather than loop forever.
-    accepted[n:] = rng.random((count - n, 2)) * scale
-    return accepted
+    return np.vstack([np.array(accepted).reshape(-1, 2), rng.random((count - len(accepted), 2)) * scale])
