@@ -182,10 +182,10 @@ class StopAfter(Callback):
 
 def weights_after(tmp_path, stop_at, total, resume=True):
     """Train `total` epochs; optionally stop after `stop_at` and resume from the checkpoint."""
-    callbacks = lambda: [
-        StagedUnfreezing(unfreeze_at=[1, 2], warmup_steps=3),
-        ModelCheckpoint(tmp_path / "ck", save_last=True),
-    ]
+
+    def callbacks():
+        return [StagedUnfreezing(unfreeze_at=[1, 2], warmup_steps=3), ModelCheckpoint(tmp_path / "ck", save_last=True)]
+
     model, data = make(partial(torch.optim.lr_scheduler.StepLR, step_size=1, gamma=0.7), "epoch")
     if not resume:
         trainer(total, callbacks(), tmp_path).fit(model, data)

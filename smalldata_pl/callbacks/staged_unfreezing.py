@@ -264,7 +264,8 @@ class StagedUnfreezing(Callback):
 
 def _batchnorms_by_group(pl_module: LightningModule) -> dict[str, list[_BatchNorm]]:
     """BatchNorm modules keyed by the parameter group holding their weights; marks their parameters."""
-    owner = {p: group for group, names in pl_module.param_groups.items() for p in names}  # type: ignore[union-attr]
+    groups: dict[str, list[str]] = getattr(pl_module, "param_groups", {})
+    owner = {p: group for group, names in groups.items() for p in names}
     result: dict[str, list[_BatchNorm]] = {}
     for name, module in pl_module.named_modules():
         if isinstance(module, _BatchNorm):

@@ -34,7 +34,7 @@ class InputSampleGrid(Callback):
         augmented = [dataset[(0, i)]["image"] for i in indices]
         pipeline = getattr(dataset, "pipeline", None)
         images = augmented
-        if pipeline is not None and pipeline.augment is not None and hasattr(datamodule, "pipeline"):
+        if pipeline is not None and pipeline.augment is not None and datamodule is not None:
             plain = copy.copy(dataset)
             plain.pipeline = datamodule.pipeline(None)
             originals = [plain[(0, i)]["image"] for i in indices]

@@ -2,6 +2,7 @@
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import albumentations as A
 
@@ -30,24 +31,24 @@ class PhysicsViolationError(ValueError):
     """An augmentation changes something the dataset's labels depend on."""
 
 
-def _nonzero_range(value: object) -> bool:
+def _nonzero_range(value: Any) -> bool:
     if value is None:
         return False
     if isinstance(value, int | float):
         return value != 0
     if isinstance(value, dict):
         return any(_nonzero_range(v) for v in value.values())
-    return any(v != 0 for v in value)  # type: ignore[union-attr]
+    return any(v != 0 for v in value)
 
 
-def _scale_range_not_one(value: object) -> bool:
+def _scale_range_not_one(value: Any) -> bool:
     if value is None:
         return False
     if isinstance(value, dict):
         return any(_scale_range_not_one(v) for v in value.values())
     if isinstance(value, int | float):
         return value != 1
-    return any(v != 1 for v in value)  # type: ignore[union-attr]
+    return any(v != 1 for v in value)
 
 
 Rule = tuple[str, str, Callable[[A.BasicTransform], bool]]

@@ -2,6 +2,7 @@
 
 import argparse
 import csv
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import tifffile
 from PIL import Image
 
 from smalldata_pl.data.export import save_unit_image
-from smalldata_pl.data.procedural import GrainBoundaryRenderer, GrainClassRenderer, PrecipitateRenderer
+from smalldata_pl.data.procedural import GrainBoundaryRenderer, GrainClassRenderer, PrecipitateRenderer, Renderer
 from smalldata_pl.data.synthetic import GRAIN_MORPHOLOGIES, IMAGING_PRESETS
 
 KINDS = ("grains", "boundaries", "precipitates")
@@ -26,11 +27,12 @@ def write_synthetic(kind: str, count: int, out: Path, size: int, imaging: str | 
         raise ValueError(f"unknown kind {kind!r}; choose one of {KINDS}")
     if imaging is not None and imaging not in IMAGING_PRESETS:
         raise ValueError(f"unknown imaging preset {imaging!r}; choose one of {sorted(IMAGING_PRESETS)}")
-    renderer = {
+    factories: dict[str, Callable[[], Renderer]] = {
         "grains": lambda: GrainClassRenderer(size, imaging or "optical"),
         "boundaries": lambda: GrainBoundaryRenderer(size, imaging or "optical", 2),
         "precipitates": lambda: PrecipitateRenderer(size, imaging or "sem_se"),
-    }[kind]()
+    }
+    renderer = factories[kind]()
     suffix = ".tif" if bits == 16 else ".png"
     rows = []
     for index in range(count):

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities.types import LRSchedulerConfigType, OptimizerLRSchedulerConfig
 from typing_extensions import override
 
 from smalldata_pl.models.optimization import cosine_schedule, named_param_groups, scale_group_lrs
@@ -81,8 +82,9 @@ class TransferModule(LightningModule):
             random.setstate(states["python"])
 
     @override
-    def configure_optimizers(self) -> dict:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         optimizer = self.optimizer_factory(named_param_groups(self, self.param_groups))
+        scheduler: Any
         if self.scheduler_factory is None:
             total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
             scheduler = cosine_schedule(optimizer, total, self.warmup_steps)
@@ -91,7 +93,11 @@ class TransferModule(LightningModule):
             scheduler = self.scheduler_factory(optimizer)
             interval = self.scheduler_interval
         scale_group_lrs(optimizer, scheduler, self.group_lr_scales)
-        config = {"scheduler": scheduler, "interval": interval, "monitor": self.scheduler_monitor}
+        config: LRSchedulerConfigType = {
+            "scheduler": scheduler,
+            "interval": interval,
+            "monitor": self.scheduler_monitor,
+        }
         return {"optimizer": optimizer, "lr_scheduler": config}
 
 

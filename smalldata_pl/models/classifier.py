@@ -1,6 +1,7 @@
 """MicrographClassifier: a timm backbone plus a new head, trained with named layer groups."""
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -63,8 +64,9 @@ class MicrographClassifier(TransferModule):
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
         if len(self.class_names) != num_classes:
             raise ValueError(f"{len(self.class_names)} class names given for num_classes={num_classes}")
-        self.backbone = create_backbone(backbone, pretrained, in_chans)
-        self.head = ClassificationHead(self.backbone.num_features, num_classes, drop_rate)
+        features: Any = create_backbone(backbone, pretrained, in_chans)
+        self.backbone = features
+        self.head = ClassificationHead(features.num_features, num_classes, drop_rate)
         self.param_groups = {
             **{name: [f"backbone.{p}" for p in params] for name, params in layer_groups(self.backbone).items()},
             "head": [f"head.{p}" for p, _ in self.head.named_parameters()],

@@ -1,6 +1,7 @@
 """MicrographSegmenter: a timm ``features_only`` encoder, a light U-Net decoder, tiled inference."""
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import timm
@@ -73,12 +74,14 @@ class MicrographSegmenter(TransferModule):
         super().__init__(optimizer, scheduler, scheduler_interval, scheduler_monitor, warmup_steps)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
-        self.encoder = create_backbone(backbone, pretrained, in_chans, features_only=True)
-        channels = self.encoder.feature_info.channels()
-        self.stride = max(self.encoder.feature_info.reduction())
-        self.decoder = UNetDecoder(channels, decoder_channels)
-        self.head = nn.Conv2d(self.decoder.out_channels, num_classes, 1)
-        matcher = timm.create_model(backbone, pretrained=False, num_classes=0).group_matcher(coarse=True)
+        encoder: Any = create_backbone(backbone, pretrained, in_chans, features_only=True)
+        self.encoder = encoder
+        channels = encoder.feature_info.channels()
+        self.stride = max(encoder.feature_info.reduction())
+        self.decoder: Any = UNetDecoder(channels, decoder_channels)
+        self.head: Any = nn.Conv2d(self.decoder.out_channels, num_classes, 1)
+        reference: Any = timm.create_model(backbone, pretrained=False, num_classes=0)
+        matcher = reference.group_matcher(coarse=True)
         encoder_groups = list(group_parameters(self.encoder, matcher).values())
         names = ["stem"] + [f"stage{i}" for i in range(1, len(encoder_groups))]
         self.param_groups = {
@@ -87,10 +90,11 @@ class MicrographSegmenter(TransferModule):
             "head": [f"head.{n}" for n, _ in self.head.named_parameters()],
         }
         self.loss_kind = loss
+        self.class_weights: torch.Tensor | None
         self.register_buffer("class_weights", torch.tensor(class_weights, dtype=torch.float) if class_weights else None)
         self.boundary_class = boundary_class
         self.tile_size, self.tile_overlap = tile_size, tile_overlap
-        self.iou = nn.ModuleDict(
+        self.iou: Any = nn.ModuleDict(
             {
                 f"{s}_": MulticlassJaccardIndex(num_classes, average="none") for s in ("train", "val", "test")
             }  # keys get a suffix: "train" is a Module method

@@ -2,6 +2,7 @@
 
 import itertools
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -95,13 +96,13 @@ class SpectrumClassifier(TransferModule):
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.task = task
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
-        self.backbone = SpectrumCNN(in_chans, widths)
+        self.backbone: Any = SpectrumCNN(in_chans, widths)
         if isinstance(pretrained, str) and pretrained:
             from smalldata_pl.models.weights import load_backbone_weights, resolve_weights
 
             weights = resolve_weights("spectrum_cnn", pretrained).state_dict or {}
             load_backbone_weights(self.backbone, weights, pretrained)
-        self.head = nn.Sequential(nn.Dropout(drop_rate), nn.Linear(self.backbone.num_features, num_classes))
+        self.head: Any = nn.Sequential(nn.Dropout(drop_rate), nn.Linear(self.backbone.num_features, num_classes))
         self.param_groups = {
             **{k: [f"backbone.{p}" for p in v] for k, v in self.backbone.layer_groups().items()},
             "head": [f"head.{n}" for n, _ in self.head.named_parameters()],
@@ -116,7 +117,7 @@ class SpectrumClassifier(TransferModule):
         else:
             metrics = MetricCollection({"f1": MultilabelF1Score(num_classes, average="macro")})
         # Keys carry a suffix because "train" is a Module method.
-        self.metrics = nn.ModuleDict({f"{s}_": metrics.clone(prefix=f"{s}/") for s in ("train", "val", "test")})
+        self.metrics: Any = nn.ModuleDict({f"{s}_": metrics.clone(prefix=f"{s}/") for s in ("train", "val", "test")})
 
     @override
     def forward(self, spectra: torch.Tensor) -> torch.Tensor:

@@ -5,8 +5,12 @@ import csv
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 # Each strategy is a set of `smalldata fit` overrides applied on top of the study's config.
 STAGED = (
@@ -158,7 +162,7 @@ def _size_key(size: str) -> float:
     return float("inf") if size == "all" else float(size)
 
 
-def _plot(table: dict[str, dict[str, tuple[float, float, int]]]) -> object:
+def _plot(table: dict[str, dict[str, tuple[float, float, int]]]) -> "Figure":
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(6, 4))

@@ -55,7 +55,7 @@ class ImagingModel:
             out = out + rng.normal(0.0, model.read_noise, out.shape)
         if model.streaks > 0:
             lines = rng.random(out.shape[0]) < model.streaks
-            out[lines] += rng.normal(0.0, 0.15, (int(lines.sum()), 1))
+            out[lines] += rng.normal(0.0, 0.15, (int(np.count_nonzero(lines)), 1))
         out = np.clip((out - 0.5) * model.contrast + 0.5 + model.offset, 0.0, 1.0) ** model.gamma
         if model.bit_depth:
             levels = 2**model.bit_depth - 1
@@ -94,7 +94,7 @@ def _linear_ramp(shape: tuple[int, ...], rng: np.random.Generator, amplitude: fl
 
 def _jitter_lines(image: np.ndarray, rng: np.random.Generator, sigma: float) -> np.ndarray:
     """Shift each row horizontally by a random sub-pixel amount (linear interpolation), like an unstable raster."""
-    shifts = rng.normal(0.0, sigma, image.shape[0])
+    shifts = np.asarray(rng.normal(0.0, sigma, image.shape[0]))
     position = np.clip(np.arange(image.shape[1])[None, :] - shifts[:, None], 0, image.shape[1] - 1)
     left = np.floor(position).astype(int)
     right = np.minimum(left + 1, image.shape[1] - 1)
