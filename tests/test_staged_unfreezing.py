@@ -267,3 +267,4 @@ def test_keep_bn_eval_leaves_unfrozen_batchnorm_on_running_statistics(tmp_path):
     for name, (mean, var) in probe.epochs[0]["bn_stats"].items():
         end_mean, end_var = probe.epochs["end"]["bn_stats"][name]
         assert torch.equal(mean, end_mean), name
+        assert torch.equal(var, end_var), name
