@@ -77,8 +77,9 @@ class SmallDataCLI(LightningCLI):
         if self.auto_configure_optimizers and self._get(self.config_init, "optimizer") is not None:
             raise ValueError(
                 "--optimizer/--lr_scheduler build one flat parameter group and would erase the named layer groups "
-                "(and their discriminative learning rates); set model.optimizer and model.scheduler instead, "
-                "e.g. --model.optimizer torch.optim.SGD --model.optimizer.lr 0.01"
+                "(and their discriminative learning rates); set model.init_args.optimizer and "
+                "model.init_args.scheduler instead, e.g. --model.init_args.optimizer torch.optim.SGD "
+                "--model.init_args.optimizer.lr 0.01"
             )
         super()._add_configure_optimizers_method_to_model(subcommand)
 

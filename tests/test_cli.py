@@ -41,7 +41,7 @@ def test_fit_then_validate_end_to_end(tmp_path):
 
 
 def test_cli_optimizer_flag_is_refused_because_it_flattens_groups():
-    with pytest.raises(ValueError, match="model.optimizer"):
+    with pytest.raises(ValueError, match="model.init_args.optimizer"):
         SmallDataCLI(args=["fit", "-c", SMOKE, "--optimizer", "torch.optim.SGD", "--optimizer.lr", "0.1"])
 
 

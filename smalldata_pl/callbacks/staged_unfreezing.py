@@ -123,7 +123,7 @@ class StagedUnfreezing(Callback):
                         raise ValueError(f"group {group!r} is unfrozen twice in the plan")
                     self.unfreeze_epoch[group] = stage.epoch
                     self.lr_scales[group] *= stage.lr_scale
-        planned = [e for e in self.unfreeze_epoch.values()]
+        planned = list(self.unfreeze_epoch.values())
         self.unfreeze_epoch.update({g: NEVER for g in group_names if g not in self.unfreeze_epoch})
         self.unfreeze_epoch = {g: self.unfreeze_epoch[g] for g in group_names}
         last = max(planned)
@@ -156,8 +156,8 @@ class StagedUnfreezing(Callback):
         if names != list(self.unfreeze_epoch):
             raise ValueError(
                 f"the optimizer's param groups {names} are not the model's named groups "
-                f"{list(self.unfreeze_epoch)}: configure the optimizer with model.optimizer (e.g. "
-                "--model.optimizer torch.optim.SGD), not the CLI's --optimizer, which builds one flat group"
+                f"{list(self.unfreeze_epoch)}: configure the optimizer with model.init_args.optimizer (e.g. "
+                "--model.init_args.optimizer torch.optim.SGD), not the CLI's --optimizer, which builds one flat group"
             )
         # Runs after the update itself, before any scheduler reads the LRs.
         self._hooks = [optimizer.register_step_post_hook(self._after_step)]
