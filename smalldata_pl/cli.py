@@ -1,11 +1,13 @@
 """The ``smalldata`` command: LightningCLI for fit/validate/test/predict plus the framework's own commands."""
 
+import argparse
 import sys
 from collections.abc import Callable, Sequence
 
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from jsonargparse import DefaultHelpFormatter
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from smalldata_pl.callbacks import InputSampleGrid, PredictionWriter
@@ -25,6 +27,10 @@ The framework's own commands (run `smalldata COMMAND --help`):
   lr-find     LR range test that keeps the per-group ratios of the unfreezing plan
   study       learning curves: score vs labelled images per class for several strategies
 """
+
+
+class _HelpFormatter(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """jsonargparse's help with the description's line breaks kept."""
 
 
 class SmallDataCLI(LightningCLI):
@@ -52,7 +58,7 @@ class SmallDataCLI(LightningCLI):
             seed_everything_default=0,
             save_config_kwargs={"overwrite": True},
             trainer_defaults=trainer_defaults,
-            parser_kwargs={"description": DESCRIPTION},
+            parser_kwargs={"description": DESCRIPTION, "formatter_class": _HelpFormatter},
             args=list(args) if args is not None else None,
             run=run,
             **kwargs,  # type: ignore[arg-type]
@@ -118,4 +124,5 @@ def main(args: Sequence[str] | None = None) -> None:
     if argv and argv[0] in extra:
         extra[argv[0]](argv[1:])
         return
-    SmallDataCLI(args=argv)
+    # From the console LightningCLI reads sys.argv itself (passing it again triggers a warning).
+    SmallDataCLI(args=None if args is None else argv)
