@@ -4,10 +4,10 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from jsonargparse import DefaultHelpFormatter
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from jsonargparse import DefaultHelpFormatter
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from smalldata_pl.callbacks import InputSampleGrid, PredictionWriter
