@@ -268,3 +268,38 @@ def test_keep_bn_eval_leaves_unfrozen_batchnorm_on_running_statistics(tmp_path):
         end_mean, end_var = probe.epochs["end"]["bn_stats"][name]
         assert torch.equal(mean, end_mean), name
         assert torch.equal(var, end_var), name
+
+
+class Interrupted(Exception):
+    """Stands in for a killed job."""
+
+
+class SaveAndStopMidEpoch(Callback):
+    """Writes a checkpoint after a given global step and stops, as a job killed mid-epoch after saving would."""
+
+    def __init__(self, step, path):
+        self.step, self.path = step, path
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step:
+            trainer.save_checkpoint(self.path)
+            raise Interrupted
+
+
+@pytest.mark.parametrize("step", [3, 6], ids=["mid_epoch_before_unfreeze", "mid_epoch_after_unfreeze"])
+def test_mid_epoch_resume_equals_uninterrupted_run(tmp_path, step):
+    def run(callbacks, ckpt_path=None):
+        seed_everything(0)
+        model = MicrographClassifier("test_resnet", num_classes=4, optimizer=partial(torch.optim.AdamW, lr=0.01))
+        data = SyntheticGrains(train_size=32, val_size=8, image_size=32, batch_size=8)  # 4 batches per epoch
+        unfreeze = StagedUnfreezing(unfreeze_at=[1], warmup_steps=3)
+        trainer(3, [unfreeze, *callbacks], tmp_path).fit(model, data, ckpt_path=ckpt_path)
+        return model
+
+    reference = run([])
+    path = tmp_path / "mid.ckpt"
+    with pytest.raises(Interrupted):
+        run([SaveAndStopMidEpoch(step, path)])
+    resumed = run([], ckpt_path=path)
+    for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name

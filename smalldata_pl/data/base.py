@@ -2,8 +2,10 @@
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import Any
 
 import albumentations as A
+import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
@@ -54,6 +56,7 @@ class MicrographDataModule(LightningDataModule, ABC):
         self.image_size = image_size
         self.seed = seed
         self.mean, self.std = normalization_stats(in_chans, mean, std)
+        self._resume_from: tuple[int, int] | None = None
         self.train_dataset: Dataset | None = None
         self.val_dataset: Dataset | None = None
         self.test_dataset: Dataset | None = None
@@ -77,13 +80,32 @@ class MicrographDataModule(LightningDataModule, ABC):
     def setup(self, stage: str) -> None:
         """Create the datasets needed for ``stage`` (``fit``, ``validate``, ``test`` or ``predict``)."""
 
+    def state_dict(self) -> dict[str, Any]:
+        """Where training stands inside the current epoch, so a mid-epoch resume skips what was trained on."""
+        trainer = self.trainer
+        if trainer is None or not trainer.training:
+            return {}
+        progress = trainer.fit_loop.epoch_loop.batch_progress.current
+        # Checkpoints written in on_train_batch_end count the batch just trained as processed, not completed.
+        return {"epoch": trainer.current_epoch, "batches": progress.processed, "batch_size": self.batch_size}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict.get("batches"):
+            self._resume_from = (state_dict["epoch"], state_dict["batches"] * state_dict["batch_size"])
+
     def _loader(self, dataset: Dataset | None, name: str, train: bool = False) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__} has no {name} dataset; was setup() called for this stage?")
+        sampler = EpochSampler(len(dataset), shuffle=train, seed=self.seed)  # type: ignore[arg-type]
+        if train:
+            sampler.resume_from, self._resume_from = self._resume_from, None
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            sampler=EpochSampler(len(dataset), shuffle=train, seed=self.seed),  # type: ignore[arg-type]
+            sampler=sampler,
+            # Its own generator: creating an iterator then draws no number from the global RNG, so dropout
+            # draws after a resume line up with the uninterrupted run (samples are seeded explicitly anyway).
+            generator=torch.Generator().manual_seed(self.seed),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             # A last batch of one sample breaks BatchNorm in training; drop just that case.

@@ -25,6 +25,8 @@ class EpochSampler(Sampler[tuple[int, int]]):
         self.shuffle = shuffle
         self.seed = seed
         self.epoch = 0
+        # (epoch, samples): on a mid-epoch resume, that epoch's first samples were already trained on.
+        self.resume_from: tuple[int, int] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -36,6 +38,9 @@ class EpochSampler(Sampler[tuple[int, int]]):
         order = np.arange(self.length)
         if self.shuffle:
             order = np.random.default_rng([self.seed, self.epoch]).permutation(self.length)
+        if self.resume_from is not None and self.resume_from[0] == self.epoch:
+            order = order[self.resume_from[1] :]
+            self.resume_from = None
         return iter([(self.epoch, int(i)) for i in order])
 
 

@@ -121,6 +121,7 @@ class SyntheticSpectra(LightningDataModule):
             dataset,
             self.batch_size,
             sampler=EpochSampler(len(dataset), shuffle, self.seed),  # type: ignore[arg-type]
+            generator=torch.Generator().manual_seed(self.seed),  # keeps the global RNG for the model alone
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
