@@ -87,7 +87,8 @@ class MicrographDataModule(LightningDataModule, ABC):
             return {}
         progress = trainer.fit_loop.epoch_loop.batch_progress.current
         # Checkpoints written in on_train_batch_end count the batch just trained as processed, not completed.
-        return {"epoch": trainer.current_epoch, "batches": progress.processed, "batch_size": self.batch_size}
+        batches = getattr(progress, "processed", progress.completed)
+        return {"epoch": trainer.current_epoch, "batches": batches, "batch_size": self.batch_size}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if state_dict.get("batches"):
