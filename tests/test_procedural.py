@@ -3,6 +3,7 @@ import csv
 import numpy as np
 import pytest
 import torch
+from scipy.ndimage import binary_dilation
 
 from smalldata_pl.cli import main
 from smalldata_pl.data import MicrographFolder, SegmentationFolder, SyntheticPrecipitates, SyntheticSpectra
@@ -167,3 +168,22 @@ def test_synth_output_loads_back_through_the_real_data_modules(tmp_path, kind):
         dm.setup("fit")
         assert dm.train_dataset[0]["mask"].shape == (32, 32)
         assert dm.val_dataset[0]["mask"].shape == (64, 64)
+
+
+def test_twins_and_boundary_particles_are_drawn_and_labelled():
+    morphology = GrainMorphology("x", grain_size=0.25, size_jitter=0.0)
+    plain = render_grain_micrograph(np.random.default_rng(0), (128, 128), morphology, IMAGING_PRESETS["clean"])
+    decorated = render_grain_micrograph(
+        np.random.default_rng(0),
+        (128, 128),
+        morphology,
+        IMAGING_PRESETS["clean"],
+        twin_probability=1.0,
+        boundary_particles=20.0,
+    )
+    assert not plain.twins.any() and not plain.particles.any()
+    assert decorated.twins.any()
+    assert decorated.particles.any()
+    near_boundary = binary_dilation(decorated.boundaries, iterations=6)
+    assert near_boundary[decorated.particles].all()  # particles sit on the boundaries
+    assert decorated.image[decorated.particles].mean() < decorated.image[~decorated.particles].mean()

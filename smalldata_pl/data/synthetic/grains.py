@@ -54,6 +54,8 @@ class GrainMicrograph:
         seeds: Seed coordinates ``(num_grains, 2)``.
         grain_areas: Area in pixels of each grain id.
         mean_intercept: Mean linear intercept length in pixels (ASTM E112 style, horizontal and vertical lines).
+        twins: bool mask of annealing-twin bands.
+        particles: bool mask of second-phase particles on the boundaries.
     """
 
     image: np.ndarray
@@ -62,6 +64,8 @@ class GrainMicrograph:
     seeds: np.ndarray
     grain_areas: np.ndarray = field(repr=False)
     mean_intercept: float = 0.0
+    twins: np.ndarray | None = field(default=None, repr=False)
+    particles: np.ndarray | None = field(default=None, repr=False)
 
 
 def tessellate(
@@ -143,6 +147,8 @@ def render_grain_micrograph(
     boundary_depth: float = 0.35,
     contrast: float = 0.2,
     periodic: bool = False,
+    twin_probability: float = 0.0,
+    boundary_particles: float = 0.0,
 ) -> GrainMicrograph:
     """Draw one grain micrograph of the given morphology.
 
@@ -155,6 +161,8 @@ def render_grain_micrograph(
         boundary_depth: How much darker the groove centre is than the grains.
         contrast: Spread of per-grain grey levels (orientation contrast).
         periodic: Wrap the tessellation at the edges.
+        twin_probability: Fraction of grains crossed by a straight annealing-twin band (FCC metals).
+        boundary_particles: Second-phase particles per 1,000 boundary pixels, drawn as dark discs on boundaries.
 
     Returns:
         The image with its instance map, boundary mask, seeds and grain-size statistics.
@@ -169,9 +177,13 @@ def render_grain_micrograph(
 
     grey = np.clip(0.55 + contrast * rng.standard_normal(count), 0.15, 0.95)
     image = grey[instances]
+    twins = _twin_bands(rng, instances, seeds, twin_probability, spacing)
+    image = np.where(twins, np.clip(grey[instances] + rng.choice([-1, 1]) * 2 * contrast, 0.1, 0.95), image)
     boundaries = grain_boundaries(instances)
     distance = ndimage.distance_transform_edt(~boundaries)
     image = image - boundary_depth * np.exp(-((distance / boundary_width) ** 2))
+    particles = _boundary_particles(rng, boundaries, boundary_particles, spacing)
+    image = np.where(particles, 0.08, image)
     image = (imaging or IMAGING_PRESETS["optical"]).apply(np.clip(image, 0.0, 1.0), rng)
     return GrainMicrograph(
         image=image.astype(np.float32),
@@ -180,4 +192,43 @@ def render_grain_micrograph(
         seeds=seeds,
         grain_areas=np.bincount(instances.ravel(), minlength=count),
         mean_intercept=mean_intercept_length(instances),
+        twins=twins,
+        particles=particles,
     )
+
+
+def _twin_bands(
+    rng: np.random.Generator, instances: np.ndarray, seeds: np.ndarray, probability: float, spacing: float
+) -> np.ndarray:
+    """Straight parallel-sided bands through randomly chosen grains, as annealing twins look in section."""
+    twins = np.zeros(instances.shape, bool)
+    if probability <= 0:
+        return twins
+    rows, cols = np.indices(instances.shape)
+    for grain in np.flatnonzero(rng.random(len(seeds)) < probability):
+        inside = instances == grain
+        if not inside.any():
+            continue
+        theta = rng.uniform(0, np.pi)
+        centre = np.array([rows[inside].mean(), cols[inside].mean()]) + rng.normal(0, spacing / 8, 2)
+        offset = (rows - centre[0]) * np.cos(theta) + (cols - centre[1]) * np.sin(theta)
+        twins |= inside & (np.abs(offset) < rng.uniform(0.08, 0.2) * spacing)
+    return twins
+
+
+def _boundary_particles(
+    rng: np.random.Generator, boundaries: np.ndarray, per_thousand: float, spacing: float
+) -> np.ndarray:
+    """Small discs centred on random boundary pixels (second phase decorating the grain boundaries)."""
+    particles = np.zeros(boundaries.shape, bool)
+    sites = np.argwhere(boundaries)
+    count = rng.poisson(per_thousand * len(sites) / 1000) if per_thousand > 0 else 0
+    if count == 0 or len(sites) == 0:
+        return particles
+    rows, cols = np.ogrid[0 : boundaries.shape[0], 0 : boundaries.shape[1]]
+    for r, c in sites[rng.choice(len(sites), min(count, len(sites)), replace=False)]:
+        radius = max(1.0, rng.uniform(0.03, 0.08) * spacing)
+        top, left = max(0, int(r - radius)), max(0, int(c - radius))
+        window = (slice(top, int(r + radius) + 1), slice(left, int(c + radius) + 1))
+        particles[window] |= (rows[window[0]] - r) ** 2 + (cols[:, window[1]] - c) ** 2 <= radius**2
+    return particles
