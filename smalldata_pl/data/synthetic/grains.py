@@ -204,7 +204,7 @@ def _twin_bands(
     twins = np.zeros(instances.shape, bool)
     if probability <= 0:
         return twins
-    rows, cols = np.indices(instances.shape)
+    rows, cols = np.mgrid[0 : instances.shape[0], 0 : instances.shape[1]]
     for grain in np.flatnonzero(rng.random(len(seeds)) < probability):
         inside = instances == grain
         if not inside.any():
