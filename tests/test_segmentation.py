@@ -170,3 +170,18 @@ def test_superalloy_official_splits():
     assert len(standard.train_dataset) == 10
     sample = standard.val_dataset[0]
     assert sample["image"].shape == (1, 512, 512) and set(sample["mask"].unique().tolist()) <= {0, 1, 2}
+
+
+def test_one_shot_training_gets_batches_and_several_crops(tmp_path):
+    root = write_dataset(tmp_path / "data")
+    dm = SegmentationFolder(
+        root, ["background", "phase", "dots"], num_folds=3, crop_size=32, train_limit=1, crops_per_image=8, batch_size=4
+    )
+    dm.setup("fit")
+    assert len(dm.train_dataset) == 8
+    batches = list(dm.train_dataloader())
+    assert len(batches) == 2
+    assert not torch.equal(batches[0]["image"][0], batches[0]["image"][1])  # different random crops
+    single = SegmentationFolder(root, ["background", "phase", "dots"], num_folds=3, crop_size=32, train_limit=1)
+    single.setup("fit")
+    assert len(list(single.train_dataloader())) == 1  # a lone sample is not dropped

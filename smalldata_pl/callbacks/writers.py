@@ -1,6 +1,5 @@
 """Prediction writers: class-index mask PNGs for segmenters, a CSV for classifiers."""
 
-import csv
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +8,8 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 from PIL import Image
 from typing_extensions import override
+
+from smalldata_pl.data.io import write_csv
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -58,8 +59,5 @@ class PredictionWriter(BasePredictionWriter):
     @override
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._rows:
-            with (self._folder(trainer) / "predictions.csv").open("w", newline="") as handle:
-                writer = csv.DictWriter(handle, fieldnames=list(self._rows[0]))
-                writer.writeheader()
-                writer.writerows(self._rows)
+            write_csv(self._folder(trainer) / "predictions.csv", self._rows)
             self._rows = []

@@ -110,7 +110,7 @@ class MicrographDataModule(LightningDataModule, ABC):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             # A last batch of one sample breaks BatchNorm in training; drop just that case.
-            drop_last=train and len(dataset) % self.batch_size == 1,  # type: ignore[arg-type]
+            drop_last=train and len(dataset) > self.batch_size and len(dataset) % self.batch_size == 1,  # type: ignore[arg-type]
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -1,13 +1,12 @@
 """``smalldata augment``: write augmented copies to disk with a manifest that keeps every copy's group."""
 
 import argparse
-import csv
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from smalldata_pl.data.io import read_image
+from smalldata_pl.data.io import read_image, write_csv
 from smalldata_pl.data.transforms import sample_seed
 
 
@@ -61,10 +60,6 @@ def augment_command(argv: list[str]) -> Path:
                     "source": str(record.path),
                 }
             )
-    manifest = known.out / "manifest.csv"
-    with manifest.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["file", "label", "group", "source"])
-        writer.writeheader()
-        writer.writerows(rows)
+    manifest = write_csv(known.out / "manifest.csv", rows, ["file", "label", "group", "source"])
     print(f"wrote {len(rows)} augmented images and {manifest}")
     return manifest

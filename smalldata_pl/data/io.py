@@ -1,5 +1,7 @@
 """Reading micrographs correctly: PNG, JPEG and TIFF, 8/16-bit and float, grey, RGB and RGBA."""
 
+import csv
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -61,3 +63,14 @@ def to_unit_float(array: np.ndarray, path: str | Path = "<array>") -> np.ndarray
     if low >= 0.0 and high <= 1.0:
         return array
     return (array - low) / max(high - low, 1e-12)
+
+
+def write_csv(path: str | Path, rows: Sequence[dict], fieldnames: Sequence[str] | None = None) -> Path:
+    """Write dict rows as CSV (columns from ``fieldnames`` or the first row); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(fieldnames or (rows[0] if rows else [])))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path

@@ -55,15 +55,23 @@ def read_mask(path: Path, num_classes: int, image_shape: tuple[int, ...], image_
 class SegmentationDataset(Dataset):
     """Image/mask samples; training crops come from the pipeline's augmentation."""
 
-    def __init__(self, records: Sequence[MaskRecord], pipeline: ImagePipeline, num_classes: int, seed: int = 0) -> None:
+    def __init__(
+        self,
+        records: Sequence[MaskRecord],
+        pipeline: ImagePipeline,
+        num_classes: int,
+        seed: int = 0,
+        repeats: int = 1,
+    ) -> None:
         self.records, self.pipeline, self.num_classes, self.seed = list(records), pipeline, num_classes, seed
+        self.repeats = repeats  # several random crops of each image per epoch (one-shot and few-shot training)
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self.records) * self.repeats
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         epoch, index = split_key(key)
-        record = self.records[index]
+        record = self.records[index % len(self.records)]
         image = read_image(record.image)
         mask = read_mask(record.mask, self.num_classes, image.shape, record.image)
         sample = self.pipeline(image, mask=mask, seed=sample_seed(self.seed, epoch, index))
@@ -87,6 +95,7 @@ class SegmentationFolder(MicrographDataModule):
         num_folds: K of the group K-fold.
         fold: Validation fold.
         train_limit: Keep only the first N training images (one-shot and few-shot studies).
+        crops_per_image: Random training crops drawn from each image per epoch.
         batch_size: Samples per batch (whole-image evaluation uses batch size 1).
         num_workers: Loader workers.
         in_chans: Channels delivered to the model.
@@ -106,6 +115,7 @@ class SegmentationFolder(MicrographDataModule):
         num_folds: int = 5,
         fold: int = 0,
         train_limit: int | None = None,
+        crops_per_image: int = 1,
         batch_size: int = 8,
         num_workers: int = 0,
         in_chans: int = 1,
@@ -120,6 +130,7 @@ class SegmentationFolder(MicrographDataModule):
         self.crop_size, self.augmentation = crop_size, augmentation
         self.official_split, self.num_folds, self.fold = official_split, num_folds, fold
         self.train_limit = train_limit
+        self.crops_per_image = crops_per_image
         self.records = self._read_manifest()
         self.split = "group"
 
@@ -168,7 +179,9 @@ class SegmentationFolder(MicrographDataModule):
         extra = self.train_augmentation(self.augmentation)
         crop = A.RandomCrop(self.crop_size, self.crop_size, pad_if_needed=True, p=1.0)
         augment = A.Compose([crop, *(extra.transforms if extra is not None else [])])
-        self.train_dataset = SegmentationDataset(train, self.pipeline(augment), self.num_classes, self.seed)
+        self.train_dataset = SegmentationDataset(
+            train, self.pipeline(augment), self.num_classes, self.seed, self.crops_per_image
+        )
         self.val_dataset = SegmentationDataset(val, self.pipeline(None), self.num_classes, self.seed)
         self.test_dataset = SegmentationDataset(test, self.pipeline(None), self.num_classes, self.seed)
         self.predict_dataset = self.test_dataset
@@ -205,6 +218,7 @@ class Superalloy(SegmentationFolder):
         num_folds: K of the group K-fold.
         fold: Validation fold.
         train_limit: Keep only the first N training images.
+        crops_per_image: Random training crops drawn from each image per epoch.
         batch_size: Training crops per batch.
         num_workers: Loader workers.
         in_chans: Channels delivered to the model.
@@ -222,6 +236,7 @@ class Superalloy(SegmentationFolder):
         num_folds: int = 5,
         fold: int = 0,
         train_limit: int | None = None,
+        crops_per_image: int = 1,
         batch_size: int = 8,
         num_workers: int = 0,
         in_chans: int = 1,
@@ -230,15 +245,15 @@ class Superalloy(SegmentationFolder):
         super().__init__(
             root,
             ("matrix", "secondary", "tertiary"),
-            None,
-            crop_size,
-            augmentation,
-            official_split,
-            num_folds,
-            fold,
-            train_limit,
-            batch_size,
-            num_workers,
-            in_chans,
-            seed,
+            official_split=official_split,
+            crop_size=crop_size,
+            augmentation=augmentation,
+            num_folds=num_folds,
+            fold=fold,
+            train_limit=train_limit,
+            crops_per_image=crops_per_image,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            in_chans=in_chans,
+            seed=seed,
         )

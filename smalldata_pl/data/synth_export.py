@@ -1,7 +1,6 @@
 """``smalldata synth``: write procedural samples to disk in the real-data layout, ready to mix with real data."""
 
 import argparse
-import csv
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import tifffile
 from PIL import Image
 
 from smalldata_pl.data.export import save_unit_image
+from smalldata_pl.data.io import write_csv
 from smalldata_pl.data.procedural import GrainBoundaryRenderer, GrainClassRenderer, PrecipitateRenderer, Renderer
 from smalldata_pl.data.synthetic import GRAIN_MORPHOLOGIES, IMAGING_PRESETS
 
@@ -48,12 +48,7 @@ def write_synthetic(kind: str, count: int, out: Path, size: int, imaging: str | 
             (out / mask_name).parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(np.asarray(target, dtype=np.uint8)).save(out / mask_name)
             rows.append({"image": image_name, "mask": mask_name, "group": group})
-    manifest = out / "manifest.csv"
-    with manifest.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return manifest
+    return write_csv(out / "manifest.csv", rows)
 
 
 def _save(path: Path, image: np.ndarray, bits: int) -> None:

@@ -1,10 +1,9 @@
 """``smalldata audit``: look for the same micrograph on both sides of every cross-validation fold."""
 
 import argparse
-import csv
 from pathlib import Path
 
-from smalldata_pl.data.io import read_image
+from smalldata_pl.data.io import read_image, write_csv
 from smalldata_pl.data.leakage import THRESHOLD, find_duplicates, signature
 from smalldata_pl.data.splits import GroupLeakError, check_no_group_leak, fold_indices
 
@@ -51,10 +50,7 @@ def audit_command(argv: list[str]) -> list[dict]:
                     "correlation": f"{score:.3f}",
                 }
             )
-    with known.report.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["fold", "kind", "train", "validation", "correlation"])
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(known.report, rows, ["fold", "kind", "train", "validation", "correlation"])
     for row in rows:
         print(f"fold {row['fold']}: {row['kind']}: {row['train']} <-> {row['validation']} {row['correlation']}")
     print(f"{len(rows)} leak(s) in {datamodule.num_folds} folds; report written to {known.report}")

@@ -1,12 +1,12 @@
 """``smalldata cv`` and ``smalldata cv-report``: every fold with a fresh model, and the honest summary."""
 
 import argparse
-import csv
 import time
 from pathlib import Path
 
 import torch
 
+from smalldata_pl.data.io import write_csv
 from smalldata_pl.validation.summary import collect_folds, format_summary, summarize, write_summary
 
 
@@ -76,10 +76,7 @@ def _predictions(cli: object, fold: int) -> list[dict]:
 def _write_rows(path: Path, rows: list[dict]) -> None:
     if not rows:
         return
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(path, rows)
 
 
 def cv_report_command(argv: list[str]) -> dict:

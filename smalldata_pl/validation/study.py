@@ -1,13 +1,14 @@
 """``smalldata study``: learning curves over labelled images per class x transfer strategies, resumable."""
 
 import argparse
-import csv
 import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from smalldata_pl.data.io import write_csv
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -137,10 +138,7 @@ def aggregate(rows: Sequence[dict], metric: str = "val_acc") -> dict[str, dict[s
 
 def write_outputs(rows: Sequence[dict], out: Path) -> None:
     """results.csv (tidy), curve.png, a TensorBoard figure and summary.md."""
-    with (out / "results.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(out / "results.csv", rows, FIELDS)
     table = aggregate(rows)
     figure = _plot(table)
     figure.savefig(out / "curve.png", dpi=120)
