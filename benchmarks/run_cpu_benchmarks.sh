@@ -13,3 +13,7 @@ run uhcs3_staged .venv/bin/smalldata cv -c configs/exercise_efficientnet_lite0_o
 run uhcs3_linear_probe .venv/bin/smalldata cv -c benchmarks/configs/uhcs3_linear_probe.yaml "${common[@]}" --cv_dir "$out/uhcs3_linear_probe"
 # Issue 7: sim-to-real on the superalloy images.
 bash benchmarks/sim_to_real.sh
+# Issue 7: grain boundaries under an imaging-preset domain shift.
+bash benchmarks/grain_boundaries.sh
+# The figure of real image / truth / predictions.
+.venv/bin/python benchmarks/sim_to_real_figure.py
