@@ -11,6 +11,8 @@ run() { local name=$1; shift; /usr/bin/time -f "%e s wall" -o "$out/$name.time" 
 run uhcs3_staged .venv/bin/smalldata cv -c configs/exercise_efficientnet_lite0_offline.yaml "${common[@]}" --cv_dir "$out/uhcs3_staged"
 # Issue 3(a): the same with the backbone never unfrozen (linear probe), same epochs, size and augmentation.
 run uhcs3_linear_probe .venv/bin/smalldata cv -c benchmarks/configs/uhcs3_linear_probe.yaml "${common[@]}" --cv_dir "$out/uhcs3_linear_probe"
+# Issue 5: the same recipe without augmentation.
+run uhcs3_no_aug .venv/bin/smalldata cv -c configs/exercise_efficientnet_lite0_offline.yaml "${common[@]}" --data.init_args.augmentation=none --cv_dir "$out/uhcs3_no_aug"
 # Issue 7: sim-to-real on the superalloy images.
 bash benchmarks/sim_to_real.sh
 # Issue 7: grain boundaries under an imaging-preset domain shift.
