@@ -8,7 +8,6 @@ from typing import Any, Literal
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
-from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.optim import Optimizer
 from torch.utils.hooks import RemovableHandle
@@ -285,8 +284,3 @@ def _group_by_prefix(owner: dict[str, str], module_name: str) -> str | None:
         if param_name.startswith(parent + "."):
             return group
     return None
-
-
-def count_trainable(module: nn.Module) -> int:
-    """Number of parameters with ``requires_grad``."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)

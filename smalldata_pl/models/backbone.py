@@ -2,7 +2,6 @@
 
 import difflib
 import logging
-from pathlib import Path
 
 import timm
 from timm.models import group_parameters
@@ -64,8 +63,3 @@ def layer_groups(model: nn.Module) -> dict[str, list[str]]:
     grouped = group_parameters(model, matcher(coarse=True))
     names = ["stem"] + [f"stage{i}" for i in range(1, len(grouped))]
     return {name: list(params) for name, params in zip(names, grouped.values(), strict=True)}
-
-
-def is_weights_file(value: bool | str) -> bool:
-    """Whether a ``pretrained`` value names an existing local file."""
-    return isinstance(value, str) and Path(value).expanduser().is_file()

@@ -128,7 +128,7 @@ class MicrographSegmenter(TransferModule):
         if self.boundary_class is not None:
             score = boundary_f1(prediction, batch["mask"], self.boundary_class)
             self.log(f"{split}/boundary_f1", score, on_epoch=True, batch_size=len(logits))
-        if split == "val" and batch_idx_is_first(self) and not self.trainer.sanity_checking:
+        if split == "val" and getattr(self, "_first_val_batch", False) and not self.trainer.sanity_checking:
             self._log_overlay(batch["image"], batch["mask"], prediction)
         return loss
 
@@ -184,11 +184,6 @@ class MicrographSegmenter(TransferModule):
             palette[prediction[0].cpu()].permute(2, 0, 1),
         ]
         self.logger.experiment.add_image("val/image_truth_prediction", torch.cat(rows, dim=2), self.global_step)
-
-
-def batch_idx_is_first(module: MicrographSegmenter) -> bool:
-    """Whether the current validation batch is the first of the epoch (overlays are drawn once per epoch)."""
-    return bool(getattr(module, "_first_val_batch", False))
 
 
 def _palette(count: int) -> np.ndarray:
