@@ -198,13 +198,11 @@ class StagedUnfreezing(Callback):
         for group in newly:
             self.started_at_step[group] = trainer.global_step
         self._apply(pl_module, epoch)
+        trainable = sum(p.numel() for p in pl_module.parameters_of(self.trainable_groups(epoch)))  # type: ignore[operator]
         if newly and epoch > 0:
-            trainable = sum(p.numel() for p in pl_module.parameters_of(self.trainable_groups(epoch)))  # type: ignore[operator]
             rank_zero_info(f"epoch {epoch}: unfreezing {', '.join(newly)} ({trainable:,} trainable parameters)")
         counts = {
-            "unfreezing/trainable_params": float(
-                sum(p.numel() for p in pl_module.parameters_of(self.trainable_groups(epoch)))  # type: ignore[operator]
-            ),
+            "unfreezing/trainable_params": float(trainable),
             "unfreezing/stage": float(len(set(self.unfreeze_epoch.values()) & set(range(epoch + 1))) - 1),
         }
         if trainer.logger is not None:

@@ -94,7 +94,9 @@ class MicrographDataModule(LightningDataModule, ABC):
         if state_dict.get("batches"):
             self._resume_from = (state_dict["epoch"], state_dict["batches"] * state_dict["batch_size"])
 
-    def _loader(self, dataset: Dataset | None, name: str, train: bool = False) -> DataLoader:
+    def _loader(
+        self, dataset: Dataset | None, name: str, train: bool = False, batch_size: int | None = None
+    ) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__} has no {name} dataset; was setup() called for this stage?")
         sampler = EpochSampler(len(dataset), shuffle=train, seed=self.seed)  # type: ignore[arg-type]
@@ -102,7 +104,7 @@ class MicrographDataModule(LightningDataModule, ABC):
             sampler.resume_from, self._resume_from = self._resume_from, None
         return DataLoader(
             dataset,
-            batch_size=self.batch_size,
+            batch_size=batch_size or self.batch_size,
             sampler=sampler,
             # Its own generator: creating an iterator then draws no number from the global RNG, so dropout
             # draws after a resume line up with the uninterrupted run (samples are seeded explicitly anyway).

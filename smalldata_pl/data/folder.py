@@ -14,7 +14,15 @@ from torch.utils.data import Dataset
 
 from smalldata_pl.data.base import MicrographDataModule
 from smalldata_pl.data.io import IMAGE_SUFFIXES, ImageReadError, read_image
-from smalldata_pl.data.leakage import LeakageError, LeakageMode, describe, find_leaks
+from smalldata_pl.data.leakage import (
+    DuplicatePair,
+    LeakageError,
+    LeakageMode,
+    Signature,
+    describe,
+    find_duplicates,
+    signature,
+)
 from smalldata_pl.data.physics import LabelInvariances
 from smalldata_pl.data.sampling import split_key
 from smalldata_pl.data.splits import SplitKind, check_no_group_leak, fold_indices
@@ -238,7 +246,8 @@ class MicrographFolder(MicrographDataModule):
         """Stop (or warn) when a validation micrograph is a transformed copy of a training one."""
         if self.leakage_check == "off":
             return
-        pairs = find_leaks([r.path for r in train], [r.path for r in val])
+        found = find_duplicates([self._signatures[r.path] for r in train], [self._signatures[r.path] for r in val])
+        pairs = [DuplicatePair(str(train[i].path), str(val[j].path), score) for i, j, score in found]
         if not pairs:
             return
         message = (
@@ -251,11 +260,18 @@ class MicrographFolder(MicrographDataModule):
         log.warning(message)
 
     def _verified(self, records: list[Record]) -> list[Record]:
-        """Open every image once: bad files and mixed sizes are caught here, with their names."""
+        """Open every image once: bad files and mixed sizes are caught here, with their names.
+
+        The same read yields the leakage signatures, so the leakage check decodes nothing again.
+        """
         good, shapes = [], {}
+        self._signatures: dict[Path, Signature] = {}
         for record in records:
             try:
-                shapes[record.path] = read_image(record.path).shape[:2]
+                image = read_image(record.path)
+                shapes[record.path] = image.shape[:2]
+                if self.leakage_check != "off":
+                    self._signatures[record.path] = signature(image)
                 good.append(record)
             except ImageReadError as error:
                 if self.strict:

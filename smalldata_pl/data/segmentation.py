@@ -197,11 +197,7 @@ class SegmentationFolder(MicrographDataModule):
 
     def _whole_images(self, dataset: Dataset | None) -> torch.utils.data.DataLoader:
         # Whole images may differ in size, so they go one at a time.
-        batch_size, self.batch_size = self.batch_size, 1
-        try:
-            return self._loader(dataset, "evaluation")
-        finally:
-            self.batch_size = batch_size
+        return self._loader(dataset, "evaluation", batch_size=1)
 
 
 class Superalloy(SegmentationFolder):
