@@ -48,6 +48,26 @@ def test_class_folder_loads_with_greyscale_normalisation(class_folder):
     assert len(dm.train_dataset) + len(dm.val_dataset) == 18
 
 
+def test_epoch_samples_gives_a_small_subset_as_many_steps_as_the_full_set(class_folder):
+    def train_batches(**kwargs):
+        dm = MicrographFolder(root=class_folder, num_folds=3, split="stratified", image_size=32, batch_size=4, **kwargs)
+        dm.setup("fit")
+        return dm, list(dm.train_dataloader())
+
+    dm, batches = train_batches(train_per_class=1, epoch_samples=12, augmentation="micrograph")
+    assert len(dm.train_dataset) == 3 and len(batches) == 3  # 4 passes of 3 images
+    images = torch.cat([b["image"] for b in batches])
+    paths = [p for b in batches for p in b["path"]]
+    assert all(paths.count(p) == 4 for p in paths)
+    first = [i for i, p in enumerate(paths) if p == paths[0]]
+    assert len(first) == 4 and not torch.equal(images[first[0]], images[first[1]])  # fresh augmentation per pass
+    assert len(dm.val_dataloader().dataset) == 6  # evaluation is never repeated
+    _, full = train_batches()
+    assert len(full) == 3  # the 12 training images of the full fold: the same number of steps
+    with pytest.raises(ValueError, match="epoch_samples"):
+        MicrographFolder(root=class_folder, epoch_samples=0)
+
+
 def test_three_channel_backbones_get_replicated_grey(class_folder):
     dm = MicrographFolder(root=class_folder, num_folds=3, split="stratified", image_size=32, in_chans=3)
     dm.setup("fit")

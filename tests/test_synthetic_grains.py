@@ -58,6 +58,19 @@ def test_epoch_sampler_order_changes_with_epoch_but_repeats_with_seed():
     assert list(again) == second
 
 
+def test_epoch_samples_cycles_a_small_set_in_reshuffled_passes_with_distinct_rounds():
+    sampler = EpochSampler(6, shuffle=True, seed=3, min_samples=16)
+    sampler.set_epoch(2)
+    draws = list(sampler)
+    assert len(draws) == len(sampler) == 18  # whole passes: every image equally often
+    passes = [draws[i : i + 6] for i in range(0, 18, 6)]
+    assert all(sorted(i for _, i in p) == list(range(6)) for p in passes)
+    assert [{r for r, _ in p} for p in passes] == [{6}, {7}, {8}]  # rounds epoch * passes + pass: new augmentations
+    single = EpochSampler(6, shuffle=True, seed=3)
+    single.set_epoch(2)
+    assert [i for _, i in passes[0]] == [i for _, i in single]  # the first pass is the one-pass order
+
+
 def test_morphologies_differ_in_grain_size_and_elongation():
     rng = np.random.default_rng
     fine, coarse, elongated, _ = (render_grain_micrograph(rng([0, 1]), (128, 128), m) for m in GRAIN_MORPHOLOGIES)

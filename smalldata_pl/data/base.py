@@ -30,6 +30,9 @@ class MicrographDataModule(LightningDataModule, ABC):
         seed: Seed for shuffling and augmentation draws.
         mean: Per-channel RGB normalisation mean of the pretrained backbone (adapted to ``in_chans``).
         std: Per-channel RGB normalisation std of the pretrained backbone.
+        epoch_samples: Least number of training samples per epoch: a smaller training set is drawn in several
+            reshuffled passes, each with fresh augmentation, so a subset of five images per class gets as many
+            optimisation steps per epoch as the full set. ``None``: one pass.
     """
 
     # What the labels of this dataset do not depend on; subclasses and configs override it.
@@ -45,8 +48,12 @@ class MicrographDataModule(LightningDataModule, ABC):
         seed: int = 0,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
+        epoch_samples: int | None = None,
     ) -> None:
         super().__init__()
+        if epoch_samples is not None and epoch_samples < 1:
+            raise ValueError(f"epoch_samples must be positive or None, got {epoch_samples}")
+        self.epoch_samples = epoch_samples
         if not class_names:
             raise ValueError("class_names is empty: give at least two class names")
         self.class_names = list(class_names)
@@ -99,9 +106,11 @@ class MicrographDataModule(LightningDataModule, ABC):
     ) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__} has no {name} dataset; was setup() called for this stage?")
-        sampler = EpochSampler(len(dataset), shuffle=train, seed=self.seed)  # type: ignore[arg-type]
+        length = len(dataset)  # type: ignore[arg-type]
+        sampler = EpochSampler(length, shuffle=train, seed=self.seed, min_samples=self.epoch_samples if train else None)
         if train:
             sampler.resume_from, self._resume_from = self._resume_from, None
+        drawn = len(sampler)
         return DataLoader(
             dataset,
             batch_size=batch_size or self.batch_size,
@@ -112,7 +121,7 @@ class MicrographDataModule(LightningDataModule, ABC):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             # A last batch of one sample breaks BatchNorm in training; drop just that case.
-            drop_last=train and len(dataset) > self.batch_size and len(dataset) % self.batch_size == 1,  # type: ignore[arg-type]
+            drop_last=train and drawn > self.batch_size and drawn % self.batch_size == 1,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -97,6 +97,7 @@ class MicrographFolder(MicrographDataModule):
         train_per_class: Keep only this many training images per class (learning curves), drawn group by
             group so a subsample never holds part of a group while the rest sits unused in validation.
         subsample_seed: Which random subsample (repeats of a learning-curve point).
+        epoch_samples: Least number of training samples per epoch (small subsets are drawn in several passes).
         batch_size: Samples per batch.
         num_workers: Loader workers.
         in_chans: Channels delivered to the model.
@@ -122,6 +123,7 @@ class MicrographFolder(MicrographDataModule):
         leakage_check: LeakageMode = "error",
         train_per_class: int | None = None,
         subsample_seed: int = 0,
+        epoch_samples: int | None = None,
         batch_size: int = 16,
         num_workers: int = 0,
         in_chans: int = 1,
@@ -133,7 +135,9 @@ class MicrographFolder(MicrographDataModule):
         self.root = Path(root).expanduser()
         self.manifest = Path(manifest).expanduser() if manifest else None
         self.records = self.read_records(class_names)
-        super().__init__(self._class_names, batch_size, num_workers, in_chans, image_size, seed, mean, std)
+        super().__init__(
+            self._class_names, batch_size, num_workers, in_chans, image_size, seed, mean, std, epoch_samples
+        )
         # class_names are logged by the model (linked from here, resolved); None here would conflict with them.
         self.save_hyperparameters(ignore=["class_names"])
         self.augmentation = augmentation

@@ -95,6 +95,7 @@ class UHCS3(MicrographFolder):
         leakage_check: Look for transformed copies across the split at setup: ``error``, ``warn`` or ``off``.
         train_per_class: Keep only this many training images per class (learning curves).
         subsample_seed: Which random subsample.
+        epoch_samples: Least number of training samples per epoch (small subsets are drawn in several passes).
         batch_size: Samples per batch.
         num_workers: Loader workers.
         in_chans: Channels delivered to the model.
@@ -117,6 +118,7 @@ class UHCS3(MicrographFolder):
         leakage_check: LeakageMode = "error",
         train_per_class: int | None = None,
         subsample_seed: int = 0,
+        epoch_samples: int | None = None,
         batch_size: int = 16,
         num_workers: int = 0,
         in_chans: int = 1,
@@ -141,6 +143,7 @@ class UHCS3(MicrographFolder):
             leakage_check=leakage_check,
             train_per_class=train_per_class,
             subsample_seed=subsample_seed,
+            epoch_samples=epoch_samples,
             batch_size=batch_size,
             num_workers=num_workers,
             in_chans=in_chans,
