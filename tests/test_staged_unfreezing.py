@@ -39,7 +39,7 @@ class Probe(Callback):
             "grad": {g: {params[p].requires_grad for p in names} for g, names in module.param_groups.items()},
             "bn_train": bn_train,
             "bn_stats": bn_stats,
-            "lr": {g["name"]: g["lr"] for g in trainer.optimizers[0].param_groups},
+            "lr": {g.get("name", "unnamed"): g["lr"] for g in trainer.optimizers[0].param_groups},
         }
 
 
@@ -303,3 +303,31 @@ def test_mid_epoch_resume_equals_uninterrupted_run(tmp_path, step):
     resumed = run([], ckpt_path=path)
     for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
+
+
+def test_optimize_trainable_lets_lightnings_backbone_finetuning_add_the_backbone(tmp_path):
+    from lightning.pytorch.callbacks import BackboneFinetuning
+
+    # Per-epoch cosine: the default per-step LambdaLR raises once a group is added mid-run (torch checks lengths).
+    model, data = make(partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=2))
+    model.optimize = "trainable"
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    probe = Probe()
+    fit = trainer(2, [BackboneFinetuning(unfreeze_backbone_at_epoch=1), probe], tmp_path)
+    fit.fit(model, data)
+    params = dict(model.named_parameters())
+    conv = params["backbone.conv1.0.weight"]
+    # Epoch 0: only what was trainable when the optimizer was built (the head and, by Lightning's freeze(), BN).
+    assert probe.epochs[0]["grad"]["stem"] == {False, True} and "unnamed" not in probe.epochs[0]["lr"]
+    groups = fit.optimizers[0].param_groups
+    assert groups[-1].get("name") is None and any(p is conv for p in groups[-1]["params"])  # appended later
+    assert not torch.equal(before["backbone.conv1.0.weight"], conv)
+
+
+def test_staged_unfreezing_refuses_an_optimizer_of_trainable_parameters_only(tmp_path):
+    model, data = make()
+    model.optimize = "trainable"
+    with pytest.raises(ValueError, match="optimize='all'"):
+        trainer(1, [StagedUnfreezing(unfreeze_at=[])], tmp_path).fit(model, data)
+    with pytest.raises(ValueError, match="optimize must be"):
+        MicrographClassifier("test_resnet", optimize="some")

@@ -156,7 +156,8 @@ class StagedUnfreezing(Callback):
             raise ValueError(
                 f"the optimizer's param groups {names} are not the model's named groups "
                 f"{list(self.unfreeze_epoch)}: configure the optimizer with model.init_args.optimizer (e.g. "
-                "--model.init_args.optimizer torch.optim.SGD), not the CLI's --optimizer, which builds one flat group"
+                "--model.init_args.optimizer torch.optim.SGD), not the CLI's --optimizer, which builds one flat group, "
+                "and keep model.init_args.optimize='all'"
             )
         # Runs after the update itself, before any scheduler reads the LRs.
         self._hooks = [optimizer.register_step_post_hook(self._after_step)]

@@ -27,6 +27,9 @@ class TransferModule(LightningModule):
         scheduler_interval: When a configured scheduler steps: ``step`` or ``epoch``.
         scheduler_monitor: Metric a ReduceLROnPlateau scheduler watches.
         warmup_steps: Linear warm-up steps of the default cosine schedule.
+        optimize: ``all`` puts every named group into the optimizer from step 0 (what :class:`StagedUnfreezing`
+            expects); ``trainable`` only the parameters trainable when the optimizer is built, for Lightning's
+            ``BaseFinetuning`` callbacks, which freeze before and add the rest as new groups later.
     """
 
     def __init__(
@@ -36,10 +39,14 @@ class TransferModule(LightningModule):
         scheduler_interval: str = "epoch",
         scheduler_monitor: str = "val/loss",
         warmup_steps: int = 0,
+        optimize: str = "all",
     ) -> None:
         super().__init__()
         if scheduler_interval not in ("step", "epoch"):
             raise ValueError(f"scheduler_interval must be 'step' or 'epoch', got {scheduler_interval!r}")
+        if optimize not in ("all", "trainable"):
+            raise ValueError(f"optimize must be 'all' or 'trainable', got {optimize!r}")
+        self.optimize = optimize
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.scheduler_interval = scheduler_interval
@@ -83,7 +90,14 @@ class TransferModule(LightningModule):
 
     @override
     def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
-        optimizer = self.optimizer_factory(named_param_groups(self, self.param_groups))
+        groups = self.param_groups
+        if self.optimize == "trainable":
+            trainable = {name for name, p in self.named_parameters() if p.requires_grad}
+            groups = {g: [p for p in names if p in trainable] for g, names in groups.items()}
+            groups = {g: names for g, names in groups.items() if names}
+            if not groups:
+                raise ValueError("optimize='trainable' but no parameter is trainable when the optimizer is built")
+        optimizer = self.optimizer_factory(named_param_groups(self, groups))
         scheduler: Any
         if self.scheduler_factory is None:
             total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1

@@ -42,6 +42,7 @@ class MicrographClassifier(TransferModule):
         scheduler_interval: When a configured scheduler steps (``step`` or ``epoch``).
         scheduler_monitor: Metric watched by ReduceLROnPlateau.
         warmup_steps: Warm-up steps of the default cosine schedule.
+        optimize: ``all`` (every group from step 0) or ``trainable`` (for Lightning's ``BackboneFinetuning``).
     """
 
     def __init__(
@@ -58,8 +59,9 @@ class MicrographClassifier(TransferModule):
         scheduler_interval: str = "epoch",
         scheduler_monitor: str = "val/loss",
         warmup_steps: int = 0,
+        optimize: str = "all",
     ) -> None:
-        super().__init__(optimizer, scheduler, scheduler_interval, scheduler_monitor, warmup_steps)
+        super().__init__(optimizer, scheduler, scheduler_interval, scheduler_monitor, warmup_steps, optimize)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
         if len(self.class_names) != num_classes:
