@@ -45,6 +45,8 @@ def test_study_writes_curve_and_resumes_without_redoing_points(tmp_path, grouped
         "1",
         "--plan",
         "[0]",
+        "--staged_args",
+        '{"lr_decay": 0.5}',
         "--out",
         str(out),
     ]
@@ -68,3 +70,14 @@ def test_study_writes_curve_and_resumes_without_redoing_points(tmp_path, grouped
 def test_unknown_strategy_is_named():
     with pytest.raises(ValueError, match="unknown strategies"):
         main(["study", "--strategies", "magic"])
+
+
+def test_shards_split_the_points_without_overlap_or_gaps():
+    from smalldata_pl.validation.study import study_points
+
+    points = study_points(["staged", "linear_probe"], [5, None], repeats=2, folds=3)
+    assert len(points) == 2 * 2 * 3 + 2 * 1 * 3  # the full set is drawn once, not per repeat
+    shards = [points[i::4] for i in range(4)]
+    assert sorted(map(str, (p for shard in shards for p in shard))) == sorted(map(str, points))
+    with pytest.raises(ValueError, match="--shard"):
+        main(["study", "--shard", "4/4"])

@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,23 +14,23 @@ from smalldata_pl.data.io import write_csv
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-# Each strategy is a set of `smalldata fit` overrides applied on top of the study's config.
-STAGED = (
-    '[{"class_path": "smalldata_pl.callbacks.StagedUnfreezing", "init_args": {"unfreeze_at": %s, "lr_decay": 0.5}}]'
-)
+# Each strategy is a set of `smalldata fit` overrides applied on top of the study's config; {probe} and {staged}
+# become a StagedUnfreezing callback that never unfreezes or follows the plan.
 STRATEGIES: dict[str, list[str]] = {
     "scratch": ["--model.init_args.pretrained=false", "--trainer.callbacks=[]", "--data.init_args.augmentation=none"],
-    "linear_probe": ["--trainer.callbacks=" + STAGED % "[]", "--data.init_args.augmentation=none"],
+    "linear_probe": ["--trainer.callbacks={probe}", "--data.init_args.augmentation=none"],
     "full_finetune": ["--trainer.callbacks=[]", "--data.init_args.augmentation=none"],
-    "staged": ["--trainer.callbacks=" + STAGED % "{plan}", "--data.init_args.augmentation=none"],
-    "staged_aug": ["--trainer.callbacks=" + STAGED % "{plan}", "--data.init_args.augmentation=micrograph"],
+    "staged": ["--trainer.callbacks={staged}", "--data.init_args.augmentation=none"],
+    "staged_aug": ["--trainer.callbacks={staged}", "--data.init_args.augmentation=micrograph"],
     "synthetic_staged_aug": [
-        "--trainer.callbacks=" + STAGED % "{plan}",
+        "--trainer.callbacks={staged}",
         "--data.init_args.augmentation=micrograph",
         "--model.init_args.pretrained={synthetic_encoder}",
     ],
 }
-FIELDS = ["strategy", "per_class", "repeat", "fold", "val_acc", "val_f1", "val_loss"]
+# The recommended recipe's unfreezing settings (configs/exercise_efficientnet_lite0_offline.yaml).
+STAGED_ARGS = '{"lr_decay": 0.2, "keep_bn_eval": true, "warmup_steps": 10}'
+FIELDS = ["strategy", "per_class", "repeat", "fold", "val_acc", "val_f1", "val_loss", "seconds"]
 
 
 def study_command(argv: list[str]) -> Path:
@@ -45,9 +46,30 @@ def study_command(argv: list[str]) -> Path:
     parser.add_argument("--repeats", type=int, default=2, help="random subsamples per size")
     parser.add_argument("--folds", type=int, default=None, help="folds evaluated per subsample (default: all)")
     parser.add_argument("--plan", default="[2, 3, 4, 5]", help="unfreeze_at of the staged strategies")
+    parser.add_argument("--staged_args", default=STAGED_ARGS, help="other StagedUnfreezing arguments, as JSON")
+    parser.add_argument(
+        "--shard",
+        default="0/1",
+        help="run only every n-th point starting at i ('i/n'): n processes, machines or array tasks share one --out",
+    )
     parser.add_argument("--synthetic_encoder", default="", help="encoder file for synthetic_staged_aug")
     parser.add_argument("--out", type=Path, default=Path("lightning_logs/study"))
+    parser.add_argument(
+        "--report_only",
+        action="store_true",
+        help="only write results/curve/summary from the finished points (after parallel or array-job runs)",
+    )
     known, fit_args = parser.parse_known_args(argv)
+    if known.report_only:
+        rows = [json.loads(p.read_text()) for p in sorted((known.out / "points").glob("*.json"))]
+        if not rows:
+            raise FileNotFoundError(f"no finished points in {known.out / 'points'}")
+        write_outputs(rows, known.out)
+        return known.out
+    index, _, count = known.shard.partition("/")
+    if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise ValueError(f"--shard must be 'i/n' with 0 <= i < n, got {known.shard!r}")
+    shard = (int(index), int(count))
     strategies = known.strategies.split(",")
     unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown:
@@ -55,8 +77,21 @@ def study_command(argv: list[str]) -> Path:
     if "synthetic_staged_aug" in strategies and not known.synthetic_encoder:
         raise ValueError("synthetic_staged_aug needs --synthetic_encoder (from `smalldata export-encoder`)")
     sizes = [None if s == "all" else int(s) for s in known.sizes.split(",")]
-    run_study(fit_args, strategies, sizes, known.repeats, known.folds, known.plan, known.synthetic_encoder, known.out)
+    callbacks = strategy_callbacks(json.loads(known.plan), json.loads(known.staged_args))
+    run_study(
+        fit_args, strategies, sizes, known.repeats, known.folds, callbacks, known.synthetic_encoder, known.out, shard
+    )
     return known.out
+
+
+def strategy_callbacks(plan: list[int], staged_args: dict) -> dict[str, str]:
+    """The ``--trainer.callbacks`` values of the linear probe (``probe``) and the staged strategies (``staged``)."""
+
+    def callback(unfreeze_at: list[int]) -> str:
+        init_args = {**staged_args, "unfreeze_at": unfreeze_at}
+        return json.dumps([{"class_path": "smalldata_pl.callbacks.StagedUnfreezing", "init_args": init_args}])
+
+    return {"probe": callback([]), "staged": callback(plan)}
 
 
 def run_study(
@@ -65,58 +100,74 @@ def run_study(
     sizes: Sequence[int | None],
     repeats: int,
     folds: int | None,
-    plan: str,
+    callbacks: dict[str, str],
     synthetic_encoder: str,
     out: Path,
+    shard: tuple[int, int] = (0, 1),
 ) -> list[dict]:
-    """Run every missing point, then write results.csv, curve.png, TensorBoard and summary.md into ``out``."""
+    """Run every missing point of this shard, then write results.csv, curve.png, TensorBoard and summary.md."""
     from smalldata_pl.cli import SmallDataCLI
 
     points = out / "points"
     points.mkdir(parents=True, exist_ok=True)
-    for size in sizes:
-        for strategy in strategies:
-            for repeat in range(repeats if size is not None else 1):
-                fold, num_folds = 0, folds or 1
-                while fold < num_folds:
-                    key = f"{strategy}_n{size or 'all'}_r{repeat}_f{fold}"
-                    done = points / f"{key}.json"
-                    if not done.is_file():  # resumability: finished points are never redone
-                        overrides = [
-                            a.replace("{plan}", plan).replace("{synthetic_encoder}", synthetic_encoder)
-                            for a in STRATEGIES[strategy]
-                        ]
-                        args = [
-                            *fit_args,
-                            *overrides,
-                            f"--data.init_args.fold={fold}",
-                            f"--data.init_args.subsample_seed={repeat}",
-                            f"--data.init_args.train_per_class={size if size is not None else 'null'}",
-                            "--trainer.logger=lightning.pytorch.loggers.TensorBoardLogger",
-                            f"--trainer.logger.save_dir={out / 'runs'}",
-                            f"--trainer.logger.name={key}",
-                            "--trainer.logger.version=",
-                            "--checkpoint.save_top_k=0",
-                            "--checkpoint.save_last=false",
-                        ]
-                        cli = SmallDataCLI(args=args, run=False)
-                        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-                        metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items()}
-                        row = {
-                            "strategy": strategy,
-                            "per_class": size or "all",
-                            "repeat": repeat,
-                            "fold": fold,
-                            "val_acc": metrics["val/acc"],
-                            "val_f1": metrics["val/f1"],
-                            "val_loss": metrics["val/loss"],
-                        }
-                        done.write_text(json.dumps(row))
-                    num_folds = folds or _num_folds(fit_args)
-                    fold += 1
+    index, count = shard
+    every = study_points(strategies, sizes, repeats, folds or _num_folds(fit_args))
+    for strategy, size, repeat, fold in every[index::count]:
+        key = f"{strategy}_n{size or 'all'}_r{repeat}_f{fold}"
+        done = points / f"{key}.json"
+        if done.is_file():  # resumability: finished points are never redone
+            continue
+        values = {**callbacks, "synthetic_encoder": synthetic_encoder}
+        start = time.perf_counter()
+        args = [
+            *fit_args,
+            *(_render(a, values) for a in STRATEGIES[strategy]),
+            f"--data.init_args.fold={fold}",
+            f"--data.init_args.subsample_seed={repeat}",
+            f"--data.init_args.train_per_class={size if size is not None else 'null'}",
+            "--trainer.logger=lightning.pytorch.loggers.TensorBoardLogger",
+            f"--trainer.logger.save_dir={out / 'runs'}",
+            f"--trainer.logger.name={key}",
+            "--trainer.logger.version=",
+            "--checkpoint.save_top_k=0",
+            "--checkpoint.save_last=false",
+        ]
+        cli = SmallDataCLI(args=args, run=False)
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items()}
+        row = {
+            "strategy": strategy,
+            "per_class": size or "all",
+            "repeat": repeat,
+            "fold": fold,
+            "val_acc": metrics["val/acc"],
+            "val_f1": metrics["val/f1"],
+            "val_loss": metrics["val/loss"],
+            "seconds": round(time.perf_counter() - start, 1),
+        }
+        done.write_text(json.dumps(row))
     rows = [json.loads(p.read_text()) for p in sorted(points.glob("*.json"))]
     write_outputs(rows, out)
     return rows
+
+
+def study_points(
+    strategies: Sequence[str], sizes: Sequence[int | None], repeats: int, folds: int
+) -> list[tuple[str, int | None, int, int]]:
+    """Every ``(strategy, size, repeat, fold)`` of a study in run order (the full set, ``None``, is drawn once)."""
+    return [
+        (strategy, size, repeat, fold)
+        for size in sizes
+        for strategy in strategies
+        for repeat in range(repeats if size is not None else 1)
+        for fold in range(folds)
+    ]
+
+
+def _render(template: str, values: dict[str, str]) -> str:
+    for key, value in values.items():
+        template = template.replace("{" + key + "}", value)
+    return template
 
 
 def _num_folds(fit_args: Sequence[str]) -> int:
@@ -130,9 +181,10 @@ def aggregate(rows: Sequence[dict], metric: str = "val_acc") -> dict[str, dict[s
     table: dict[str, dict[str, list[float]]] = {}
     for row in rows:
         table.setdefault(row["strategy"], {}).setdefault(str(row["per_class"]), []).append(float(row[metric]))
+    order = [s for s in STRATEGIES if s in table] + sorted(s for s in table if s not in STRATEGIES)
     return {
         s: {k: (float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, len(v)) for k, v in sizes.items()}
-        for s, sizes in table.items()
+        for s, sizes in ((s, table[s]) for s in order)
     }
 
 
@@ -175,7 +227,11 @@ def _plot(table: dict[str, dict[str, tuple[float, float, int]]]) -> "Figure":
             axis.fill_between(x, mean - std, mean + std, alpha=0.2, color=line.get_color())
         if "all" in points:
             axis.axhline(points["all"][0], linestyle=":", color=line.get_color() if line else None)
+    ticks = sorted({float(s) for points in table.values() for s in points if s != "all"})
     axis.set(xscale="log", xlabel="labelled images per class", ylabel="validation accuracy")
-    axis.legend(fontsize=8)
+    axis.set_xticks(ticks, [f"{t:g}" for t in ticks], minor=False)
+    axis.minorticks_off()
+    axis.set_title("mean ± std over subsamples and folds; dotted: all images", fontsize=9)
+    axis.legend(fontsize=8, loc="lower right")
     figure.tight_layout()
     return figure
