@@ -39,7 +39,8 @@ def study_command(argv: list[str]) -> Path:
         prog="smalldata study",
         description="Learning curve: score against labelled images per class for several strategies, with "
         "repeated group-aware subsampling and K-fold validation at each size. Resumable: finished points are "
-        "kept. Other options are `smalldata fit` options for a classification DataModule with train_per_class.",
+        "kept. Other options are `smalldata fit` options for a classification DataModule with train_per_class; "
+        "add --data.init_args.epoch_samples N so small subsets get as many steps per epoch as the full set.",
     )
     parser.add_argument("--sizes", default="5,10,20,50,all", help="images per class; 'all' = no subsampling")
     parser.add_argument("--strategies", default=",".join(STRATEGIES), help=f"subset of {','.join(STRATEGIES)}")
