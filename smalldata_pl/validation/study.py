@@ -146,7 +146,9 @@ def run_study(
             "val_loss": metrics["val/loss"],
             "seconds": round(time.perf_counter() - start, 1),
         }
-        done.write_text(json.dumps(row))
+        partial = done.with_suffix(".part")
+        partial.write_text(json.dumps(row))
+        partial.replace(done)  # atomic: a process killed while writing leaves no half-written point
     rows = [json.loads(p.read_text()) for p in sorted(points.glob("*.json"))]
     write_outputs(rows, out)
     return rows
