@@ -13,6 +13,8 @@ run uhcs3_staged .venv/bin/smalldata cv -c configs/exercise_efficientnet_lite0_o
 run uhcs3_linear_probe .venv/bin/smalldata cv -c benchmarks/configs/uhcs3_linear_probe.yaml "${common[@]}" --cv_dir "$out/uhcs3_linear_probe"
 # Issue 5: the same recipe without augmentation.
 run uhcs3_no_aug .venv/bin/smalldata cv -c configs/exercise_efficientnet_lite0_offline.yaml "${common[@]}" --data.init_args.augmentation=none --cv_dir "$out/uhcs3_no_aug"
+# Frozen features + logistic regression at three input sizes, on the learning-curve study's subsamples.
+.venv/bin/python benchmarks/frozen_features.py --sizes 224,320,448 > "$out/frozen_features.log" 2>&1
 # Issue 7: sim-to-real on the superalloy images.
 bash benchmarks/sim_to_real.sh
 # Issue 7: grain boundaries under an imaging-preset domain shift.
