@@ -72,3 +72,30 @@ def grouped_manifest(tmp_path: Path) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return root / "manifest.csv"
+
+
+def write_manifest_config(path: Path, manifest: Path, max_epochs: int, num_folds: int, **data: str) -> Path:
+    """A seconds-long classification config (test_resnet, 32 px) over a manifest folder; ``data`` adds init_args."""
+    extra = "".join(f"    {key}: {value}\n" for key, value in data.items())
+    path.write_text(
+        f"""
+trainer:
+  max_epochs: {max_epochs}
+  accelerator: cpu
+  enable_progress_bar: false
+  enable_model_summary: false
+model:
+  class_path: smalldata_pl.models.MicrographClassifier
+  init_args:
+    backbone: test_resnet
+data:
+  class_path: smalldata_pl.data.MicrographFolder
+  init_args:
+    root: {manifest.parent}
+    manifest: {manifest}
+    num_folds: {num_folds}
+    image_size: 32
+    batch_size: 4
+{extra}"""
+    )
+    return path

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import SHARED_DATA, pattern, write_image
+from conftest import SHARED_DATA, pattern, write_image, write_manifest_config
 
 from smalldata_pl.cli import main
 from smalldata_pl.data import UHCS3, MicrographFolder, download_uhcs3
@@ -177,32 +177,10 @@ def test_download_verifies_checksums_against_a_local_mirror(tmp_path):
         download_uhcs3(tmp_path / "uhcs3", base_url=mirror.as_uri(), manifest=write_manifest(manifest, rows))
 
 
-SMOKE_CV = """
-trainer:
-  max_epochs: 2
-  accelerator: cpu
-  enable_progress_bar: false
-  enable_model_summary: false
-model:
-  class_path: smalldata_pl.models.MicrographClassifier
-  init_args:
-    backbone: test_resnet
-data:
-  class_path: smalldata_pl.data.MicrographFolder
-  init_args:
-    root: {root}
-    manifest: {manifest}
-    num_folds: 3
-    image_size: 32
-    batch_size: 4
-    augmentation: micrograph
-"""
-
-
 @pytest.mark.slow
 def test_cv_writes_summary_and_cv_report_reproduces_it(tmp_path, grouped_manifest):
     config = tmp_path / "cv.yaml"
-    config.write_text(SMOKE_CV.format(root=grouped_manifest.parent, manifest=grouped_manifest))
+    write_manifest_config(config, grouped_manifest, max_epochs=2, num_folds=3, augmentation="micrograph")
     main(["cv", "-c", str(config), "--cv_dir", str(tmp_path / "cv")])
     summary = json.loads((tmp_path / "cv" / "summary.json").read_text())
     assert summary["num_folds"] == 3 and set(summary["folds"]) == {"fold_0", "fold_1", "fold_2"}

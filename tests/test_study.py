@@ -1,35 +1,15 @@
 import csv
 
 import pytest
+from conftest import write_manifest_config
 
 from smalldata_pl.cli import main
-
-STUDY_CONFIG = """
-trainer:
-  max_epochs: 1
-  accelerator: cpu
-  enable_progress_bar: false
-  enable_model_summary: false
-model:
-  class_path: smalldata_pl.models.MicrographClassifier
-  init_args:
-    backbone: test_resnet
-data:
-  class_path: smalldata_pl.data.MicrographFolder
-  init_args:
-    root: {root}
-    manifest: {manifest}
-    num_folds: 2
-    image_size: 32
-    batch_size: 4
-    leakage_check: "off"
-"""
 
 
 @pytest.mark.slow
 def test_study_writes_curve_and_resumes_without_redoing_points(tmp_path, grouped_manifest):
     config = tmp_path / "study.yaml"
-    config.write_text(STUDY_CONFIG.format(root=grouped_manifest.parent, manifest=grouped_manifest))
+    write_manifest_config(config, grouped_manifest, max_epochs=1, num_folds=2, leakage_check='"off"')
     out = tmp_path / "study"
     args = [
         "study",

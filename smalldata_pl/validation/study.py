@@ -62,7 +62,7 @@ def study_command(argv: list[str]) -> Path:
     )
     known, fit_args = parser.parse_known_args(argv)
     if known.report_only:
-        rows = [json.loads(p.read_text()) for p in sorted((known.out / "points").glob("*.json"))]
+        rows = finished_points(known.out)
         if not rows:
             raise FileNotFoundError(f"no finished points in {known.out / 'points'}")
         write_outputs(rows, known.out)
@@ -111,6 +111,7 @@ def run_study(
 
     points = out / "points"
     points.mkdir(parents=True, exist_ok=True)
+    values = {**callbacks, "synthetic_encoder": synthetic_encoder}
     index, count = shard
     every = study_points(strategies, sizes, repeats, folds or _num_folds(fit_args))
     for strategy, size, repeat, fold in every[index::count]:
@@ -118,7 +119,6 @@ def run_study(
         done = points / f"{key}.json"
         if done.is_file():  # resumability: finished points are never redone
             continue
-        values = {**callbacks, "synthetic_encoder": synthetic_encoder}
         start = time.perf_counter()
         args = [
             *fit_args,
@@ -149,9 +149,14 @@ def run_study(
         partial = done.with_suffix(".part")
         partial.write_text(json.dumps(row))
         partial.replace(done)  # atomic: a process killed while writing leaves no half-written point
-    rows = [json.loads(p.read_text()) for p in sorted(points.glob("*.json"))]
+    rows = finished_points(out)
     write_outputs(rows, out)
     return rows
+
+
+def finished_points(out: Path) -> list[dict]:
+    """The rows of every finished point under ``out/points``, in file-name order."""
+    return [json.loads(p.read_text()) for p in sorted((out / "points").glob("*.json"))]
 
 
 def study_points(
