@@ -11,8 +11,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import cv2
 import numpy as np
 
-from smalldata_pl.data.augmentation import build_augmentation
-from smalldata_pl.data.transforms import ImagePipeline
+from smalldata_pl.transforms.augmentation import build_augmentation
+from smalldata_pl.transforms.pipeline import ImagePipeline
 
 cv2.setNumThreads(1)
 

@@ -16,8 +16,8 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from smalldata_pl.data import UHCS3
-from smalldata_pl.data.folder import Record
+from smalldata_pl.datamodules import UHCS3
+from smalldata_pl.datasets.folder import Record
 from smalldata_pl.models.backbone import create_backbone
 
 Split = tuple[list[Record], list[Record]]

@@ -15,10 +15,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
 
-from smalldata_pl.data.synthetic import GRAIN_MORPHOLOGIES, IMAGING_PRESETS, render_grain_micrograph, tessellate
-from smalldata_pl.data.synthetic.precipitates import render_precipitates
-from smalldata_pl.data.synthetic.seeds import place_seeds
-from smalldata_pl.data.synthetic.spectra import load_phase_library, render_spectrum
+from smalldata_pl.generators import GRAIN_MORPHOLOGIES, IMAGING_PRESETS, render_grain_micrograph, tessellate
+from smalldata_pl.generators.precipitates import render_precipitates
+from smalldata_pl.generators.seeds import place_seeds
+from smalldata_pl.generators.spectra import load_phase_library, render_spectrum
 
 
 def rate(fn, seconds: float = 3.0) -> float:

@@ -11,8 +11,8 @@ import torch
 matplotlib.use("agg")
 import matplotlib.pyplot as plt
 
-from smalldata_pl.data import Superalloy
-from smalldata_pl.models import MicrographSegmenter
+from smalldata_pl.datamodules import Superalloy
+from smalldata_pl.tasks import MicrographSegmenter
 
 RUNS = Path("benchmarks/runs/sim_to_real")
 MODELS = {

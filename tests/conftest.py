@@ -85,11 +85,11 @@ trainer:
   enable_progress_bar: false
   enable_model_summary: false
 model:
-  class_path: smalldata_pl.models.MicrographClassifier
+  class_path: smalldata_pl.tasks.MicrographClassifier
   init_args:
     backbone: test_resnet
 data:
-  class_path: smalldata_pl.data.MicrographFolder
+  class_path: smalldata_pl.datamodules.MicrographFolder
   init_args:
     root: {manifest.parent}
     manifest: {manifest}

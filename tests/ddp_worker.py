@@ -11,8 +11,8 @@ import torch
 from lightning.pytorch import Callback, Trainer, seed_everything
 
 from smalldata_pl.callbacks import StagedUnfreezing
-from smalldata_pl.data import SyntheticGrains
-from smalldata_pl.models import MicrographClassifier
+from smalldata_pl.datamodules import SyntheticGrains
+from smalldata_pl.tasks import MicrographClassifier
 
 
 class LossRecorder(Callback):

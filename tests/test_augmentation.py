@@ -6,12 +6,12 @@ import torch
 from conftest import pattern, write_image
 
 from smalldata_pl.cli import main
-from smalldata_pl.data import MicrographFolder, SyntheticGrains
-from smalldata_pl.data.augmentation import build_augmentation
-from smalldata_pl.data.leakage import LeakageError, find_leaks
-from smalldata_pl.data.physics import LabelInvariances, PhysicsViolationError, check_augmentation
-from smalldata_pl.data.splits import fold_indices
-from smalldata_pl.data.transforms import ImagePipeline
+from smalldata_pl.datamodules import MicrographFolder, SyntheticGrains
+from smalldata_pl.transforms.augmentation import build_augmentation
+from smalldata_pl.datasets.leakage import LeakageError, find_leaks
+from smalldata_pl.transforms.invariances import LabelInvariances, PhysicsViolationError, check_augmentation
+from smalldata_pl.datasets.splits import fold_indices
+from smalldata_pl.transforms.pipeline import ImagePipeline
 
 
 @pytest.mark.parametrize(
@@ -163,13 +163,13 @@ def test_leakage_check_stops_setup_and_names_both_files(tmp_path):
     main(
         [
             "audit",
-            "--data=smalldata_pl.data.MicrographFolder",
+            "--data=smalldata_pl.datamodules.MicrographFolder",
             f"--data.root={tmp_path}",
             f"--data.manifest={tmp_path / 'm.csv'}",
             "--data.class_names=[a,b]",
             "--data.num_folds=3",
             "--data.leakage_check=off",
-            "--model=smalldata_pl.models.MicrographClassifier",
+            "--model=smalldata_pl.tasks.MicrographClassifier",
             "--model.backbone=test_resnet",
             "--report",
             str(tmp_path / "leaks.csv"),
@@ -188,12 +188,12 @@ def test_augment_export_keeps_groups_and_loads_back(tmp_path, grouped_manifest):
             "2",
             "--out",
             str(out),
-            "--data=smalldata_pl.data.MicrographFolder",
+            "--data=smalldata_pl.datamodules.MicrographFolder",
             f"--data.root={grouped_manifest.parent}",
             f"--data.manifest={grouped_manifest}",
             "--data.augmentation=micrograph",
             "--data.image_size=32",
-            "--model=smalldata_pl.models.MicrographClassifier",
+            "--model=smalldata_pl.tasks.MicrographClassifier",
             "--model.backbone=test_resnet",
         ]
     )

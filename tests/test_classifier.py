@@ -5,7 +5,8 @@ import pytest
 import timm
 import torch
 
-from smalldata_pl.models import MicrographClassifier, create_backbone, layer_groups, load_backbone_weights
+from smalldata_pl.models import create_backbone, layer_groups, load_backbone_weights
+from smalldata_pl.tasks import MicrographClassifier
 
 
 @pytest.mark.parametrize("in_chans", [1, 3])

@@ -31,7 +31,7 @@ def test_fit_then_validate_end_to_end(tmp_path):
     assert "image:inputs/train_samples" in tags
     assert (run / "config.yaml").is_file()
     config = yaml.safe_load((run / "config.yaml").read_text())
-    assert config["data"]["class_path"] == "smalldata_pl.data.SyntheticGrains"
+    assert config["data"]["class_path"] == "smalldata_pl.datamodules.SyntheticGrains"
     assert yaml.safe_load((run / "hparams.yaml").read_text())["num_classes"] == 4
     assert config["seed_everything"] == 0
     checkpoint = run / "checkpoints" / "last.ckpt"
@@ -73,4 +73,4 @@ def test_print_config_shows_linked_values(capsys):
     with pytest.raises(SystemExit):
         main(["fit", "-c", SMOKE, "--print_config"])
     printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed["data"]["class_path"] == "smalldata_pl.data.SyntheticGrains"
+    assert printed["data"]["class_path"] == "smalldata_pl.datamodules.SyntheticGrains"

@@ -6,12 +6,12 @@ import torch
 from scipy.ndimage import binary_dilation
 
 from smalldata_pl.cli import main
-from smalldata_pl.data import MicrographFolder, SegmentationFolder, SyntheticPrecipitates, SyntheticSpectra
-from smalldata_pl.data.synthetic import IMAGING_PRESETS, GrainMorphology, render_grain_micrograph, tessellate
-from smalldata_pl.data.synthetic.imaging import ImagingModel
-from smalldata_pl.data.synthetic.precipitates import PrecipitateParams, render_precipitates
-from smalldata_pl.data.synthetic.seeds import place_seeds
-from smalldata_pl.data.synthetic.spectra import SpectrumParams, load_phase_library, render_spectrum, two_theta_axis
+from smalldata_pl.datamodules import MicrographFolder, SegmentationFolder, SyntheticPrecipitates, SyntheticSpectra
+from smalldata_pl.generators import IMAGING_PRESETS, GrainMorphology, render_grain_micrograph, tessellate
+from smalldata_pl.generators.imaging import ImagingModel
+from smalldata_pl.generators.precipitates import PrecipitateParams, render_precipitates
+from smalldata_pl.generators.seeds import place_seeds
+from smalldata_pl.generators.spectra import SpectrumParams, load_phase_library, render_spectrum, two_theta_axis
 
 
 def test_instance_count_equals_seed_count_in_the_open_domain():

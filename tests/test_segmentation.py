@@ -8,8 +8,8 @@ from conftest import SHARED_DATA
 from PIL import Image
 
 from smalldata_pl.cli import main
-from smalldata_pl.data import SegmentationFolder, Superalloy
-from smalldata_pl.models import MicrographSegmenter
+from smalldata_pl.datamodules import SegmentationFolder, Superalloy
+from smalldata_pl.tasks import MicrographSegmenter
 from smalldata_pl.models.losses import boundary_f1, segmentation_loss, soft_dice_loss
 from smalldata_pl.models.unet import sliding_window
 
@@ -120,14 +120,14 @@ trainer:
   enable_model_summary: false
   log_every_n_steps: 1
 model:
-  class_path: smalldata_pl.models.MicrographSegmenter
+  class_path: smalldata_pl.tasks.MicrographSegmenter
   init_args:
     backbone: test_resnet
     tile_size: 32
     tile_overlap: 8
     class_weights: [1.0, 1.0, 5.0]
 data:
-  class_path: smalldata_pl.data.SegmentationFolder
+  class_path: smalldata_pl.datamodules.SegmentationFolder
   init_args:
     root: {root}
     class_names: [background, phase, dots]

@@ -9,8 +9,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from smalldata_pl.callbacks import Stage, StagedUnfreezing
-from smalldata_pl.data import SyntheticGrains
-from smalldata_pl.models import MicrographClassifier
+from smalldata_pl.datamodules import SyntheticGrains
+from smalldata_pl.tasks import MicrographClassifier
 
 
 class Probe(Callback):
@@ -230,7 +230,7 @@ def test_lr_decay_must_be_a_fraction():
 
 
 def test_lr_finder_keeps_ratios_and_leaves_weights_unchanged():
-    from smalldata_pl.callbacks.lr_finder import find_lr
+    from smalldata_pl.tuning.lr_finder import find_lr
 
     model, data = make()
     before = {k: v.clone() for k, v in model.state_dict().items()}

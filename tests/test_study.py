@@ -53,7 +53,7 @@ def test_unknown_strategy_is_named():
 
 
 def test_shards_split_the_points_without_overlap_or_gaps():
-    from smalldata_pl.validation.study import study_points
+    from smalldata_pl.evaluation.study import study_points
 
     points = study_points(["staged", "linear_probe"], [5, None], repeats=2, folds=3)
     assert len(points) == 2 * 2 * 3 + 2 * 1 * 3  # the full set is drawn once, not per repeat

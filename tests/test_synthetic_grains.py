@@ -3,9 +3,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from smalldata_pl.data import SyntheticGrains
-from smalldata_pl.data.sampling import EpochSampler
-from smalldata_pl.data.synthetic import (
+from smalldata_pl.datamodules import SyntheticGrains
+from smalldata_pl.datasets.sampling import EpochSampler
+from smalldata_pl.generators import (
     GRAIN_MORPHOLOGIES,
     IMAGING_PRESETS,
     GrainMorphology,

@@ -9,7 +9,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from PIL import Image
 from typing_extensions import override
 
-from smalldata_pl.data.io import write_csv
+from smalldata_pl.io.tables import write_csv
 
 
 class PredictionWriter(BasePredictionWriter):

@@ -1,6 +1,5 @@
 """New layers trained on top of a pretrained backbone."""
 
-import torch
 from torch import nn
 
 
@@ -15,6 +14,3 @@ class ClassificationHead(nn.Sequential):
 
     def __init__(self, in_features: int, num_classes: int, drop_rate: float = 0.2) -> None:
         super().__init__(nn.Dropout(drop_rate), nn.Linear(in_features, num_classes))
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return super().forward(features)

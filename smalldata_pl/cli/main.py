@@ -1,0 +1,35 @@
+"""The ``smalldata`` entry point: Lightning's subcommands plus the framework's own commands."""
+
+import sys
+from collections.abc import Callable, Sequence
+
+from smalldata_pl.cli.audit import audit_command
+from smalldata_pl.cli.augment import augment_command
+from smalldata_pl.cli.cv import cv_command
+from smalldata_pl.cli.cv_report import cv_report_command
+from smalldata_pl.cli.export_encoder import export_encoder_command
+from smalldata_pl.cli.lightning_cli import SmallDataCLI
+from smalldata_pl.cli.lr_find import lr_find_command
+from smalldata_pl.cli.study import study_command
+from smalldata_pl.cli.synth import synth_command
+
+COMMANDS: dict[str, Callable[[Sequence[str]], object]] = {
+    "cv": cv_command,
+    "cv-report": cv_report_command,
+    "audit": audit_command,
+    "augment": augment_command,
+    "synth": synth_command,
+    "export-encoder": export_encoder_command,
+    "lr-find": lr_find_command,
+    "study": study_command,
+}
+
+
+def main(args: Sequence[str] | None = None) -> None:
+    """Entry point of ``smalldata`` and ``python -m smalldata_pl``; ``args`` defaults to ``sys.argv[1:]``."""
+    argv = list(sys.argv[1:] if args is None else args)
+    if argv and argv[0] in COMMANDS:
+        COMMANDS[argv[0]](argv[1:])
+        return
+    # From the console LightningCLI reads sys.argv itself (passing it again triggers a warning).
+    SmallDataCLI(args=None if args is None else argv)

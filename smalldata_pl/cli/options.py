@@ -1,0 +1,49 @@
+"""Shared parsing for the framework's own commands: config files, ``--print_config`` and run factories."""
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+from jsonargparse import ActionConfigFile, ArgumentParser
+
+from smalldata_pl.cli.lightning_cli import SmallDataCLI
+from smalldata_pl.evaluation.runs import RunFactory
+
+
+def command_parser(prog: str, description: str, options: type, positional: Sequence[str] = ()) -> ArgumentParser:
+    """A parser for a command that needs no training configuration: ``-c/--config`` YAML and ``--print_config``.
+
+    Args:
+        prog: The command as typed (``smalldata synth``).
+        description: What the command does.
+        options: Dataclass whose typed fields (documented in its docstring) are the command's options.
+        positional: Fields given by position instead of ``--name``.
+    """
+    parser = ArgumentParser(prog=prog, description=description)
+    parser.add_argument("-c", "--config", action=ActionConfigFile, help="YAML file with the options below")
+    fields = {f.name: f for f in dataclasses.fields(options)}
+    for name in positional:
+        parser.add_argument(name, type=fields[name].type)
+    parser.add_class_arguments(options, nested_key=None, as_group=False, skip=set(positional))
+    return parser
+
+
+def parse_options(parser: ArgumentParser, options: type, argv: Sequence[str]) -> Any:
+    """Parse ``argv`` into an instance of the ``options`` dataclass."""
+    config = parser.parse_args(list(argv))
+    return options(**{k: v for k, v in vars(config).items() if k != "config"})
+
+
+def training_command(argv: Sequence[str], options: type) -> tuple[SmallDataCLI, RunFactory]:
+    """Parse a command that wraps training: ``smalldata fit`` options plus the command's own ``options``.
+
+    Returns:
+        The CLI built from ``argv`` (its :attr:`~SmallDataCLI.options` hold the command's options) and a factory
+        of fresh runs from the same arguments plus overrides.
+    """
+    base = list(argv)
+
+    def new_run(overrides: Sequence[str]) -> SmallDataCLI:
+        return SmallDataCLI(args=[*base, *overrides], run=False, options=options)
+
+    return new_run([]), new_run

@@ -1,0 +1,137 @@
+"""The DataModule contract every smalldata_pl dataset follows: typed arguments, dict samples, seeded loaders."""
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+import albumentations as A
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset
+
+from smalldata_pl.datasets.sampling import EpochSampler
+from smalldata_pl.transforms.augmentation import build_augmentation
+from smalldata_pl.transforms.invariances import LabelInvariances, check_augmentation
+from smalldata_pl.transforms.pipeline import IMAGENET_MEAN, IMAGENET_STD, ImagePipeline, normalization_stats
+
+
+class MicrographDataModule(LightningDataModule, ABC):
+    """Base class: subclasses build the split datasets; this class owns pipelines and loaders.
+
+    Samples are dicts with ``image`` (float32 ``[C, H, W]``), ``label`` (int64) or ``mask``, and ``group``
+    (the physical specimen or micrograph the sample came from, carried into every derived sample).
+
+    Args:
+        class_names: Names of the classes in index order (fixing the order keeps indices stable across datasets).
+        batch_size: Samples per batch.
+        num_workers: Loader worker processes; results do not depend on it.
+        in_chans: Channels delivered to the model (1 for greyscale micrographs, 3 for RGB backbones' stems).
+        image_size: Side of the square images delivered to the model.
+        seed: Seed for shuffling and augmentation draws.
+        mean: Per-channel RGB normalisation mean of the pretrained backbone (adapted to ``in_chans``).
+        std: Per-channel RGB normalisation std of the pretrained backbone.
+        epoch_samples: Least number of training samples per epoch: a smaller training set is drawn in several
+            reshuffled passes, each with fresh augmentation, so a subset of five images per class gets as many
+            optimisation steps per epoch as the full set. ``None``: one pass.
+    """
+
+    # What the labels of this dataset do not depend on; subclasses and configs override it.
+    invariances = LabelInvariances()
+
+    def __init__(
+        self,
+        class_names: Sequence[str],
+        batch_size: int = 16,
+        num_workers: int = 0,
+        in_chans: int = 1,
+        image_size: int | None = 224,
+        seed: int = 0,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        epoch_samples: int | None = None,
+    ) -> None:
+        super().__init__()
+        if epoch_samples is not None and epoch_samples < 1:
+            raise ValueError(f"epoch_samples must be positive or None, got {epoch_samples}")
+        self.epoch_samples = epoch_samples
+        if not class_names:
+            raise ValueError("class_names is empty: give at least two class names")
+        self.class_names = list(class_names)
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.in_chans = in_chans
+        self.image_size = image_size
+        self.seed = seed
+        self.mean, self.std = normalization_stats(in_chans, mean, std)
+        self._resume_from: tuple[int, int] | None = None
+        self.train_dataset: Dataset | None = None
+        self.val_dataset: Dataset | None = None
+        self.test_dataset: Dataset | None = None
+        self.predict_dataset: Dataset | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def pipeline(self, augment: A.BasicTransform | None = None) -> ImagePipeline:
+        """The sample pipeline: ``augment`` for training, ``None`` for the deterministic evaluation path."""
+        return ImagePipeline(self.in_chans, self.image_size, augment, self.mean, self.std)
+
+    def train_augmentation(self, spec: str | dict | list | None) -> A.Compose | None:
+        """Build the training augmentation and check it against :attr:`invariances` (fails on a violation)."""
+        augment = build_augmentation(spec, self.image_size)
+        check_augmentation(augment, self.invariances, type(self).__name__)
+        return augment
+
+    @abstractmethod
+    def setup(self, stage: str) -> None:
+        """Create the datasets needed for ``stage`` (``fit``, ``validate``, ``test`` or ``predict``)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where training stands inside the current epoch, so a mid-epoch resume skips what was trained on."""
+        trainer = self.trainer
+        if trainer is None or not trainer.training:
+            return {}
+        progress = trainer.fit_loop.epoch_loop.batch_progress.current
+        # Checkpoints written in on_train_batch_end count the batch just trained as processed, not completed.
+        batches = getattr(progress, "processed", progress.completed)
+        return {"epoch": trainer.current_epoch, "batches": batches, "batch_size": self.batch_size}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict.get("batches"):
+            self._resume_from = (state_dict["epoch"], state_dict["batches"] * state_dict["batch_size"])
+
+    def _loader(
+        self, dataset: Dataset | None, name: str, train: bool = False, batch_size: int | None = None
+    ) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError(f"{type(self).__name__} has no {name} dataset; was setup() called for this stage?")
+        length = len(dataset)  # type: ignore[arg-type]
+        sampler = EpochSampler(length, shuffle=train, seed=self.seed, min_samples=self.epoch_samples if train else None)
+        if train:
+            sampler.resume_from, self._resume_from = self._resume_from, None
+        drawn = len(sampler)
+        return DataLoader(
+            dataset,
+            batch_size=batch_size or self.batch_size,
+            sampler=sampler,
+            # Its own generator: creating an iterator then draws no number from the global RNG, so dropout
+            # draws after a resume line up with the uninterrupted run (samples are seeded explicitly anyway).
+            generator=torch.Generator().manual_seed(self.seed),
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            # A last batch of one sample breaks BatchNorm in training; drop just that case.
+            drop_last=train and drawn > self.batch_size and drawn % self.batch_size == 1,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_dataset, "train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_dataset, "validation")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_dataset, "test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.predict_dataset, "predict")

@@ -1,0 +1,190 @@
+"""Users' own micrographs: a folder of class sub-folders or a CSV manifest, split into leak-free folds."""
+
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from smalldata_pl.datamodules.base import MicrographDataModule
+from smalldata_pl.datasets.folder import MicrographFolderDataset, Record, find_records
+from smalldata_pl.datasets.leakage import (
+    DuplicatePair,
+    LeakageError,
+    LeakageMode,
+    Signature,
+    describe,
+    find_duplicates,
+    signature,
+)
+from smalldata_pl.datasets.splits import SplitKind, check_no_group_leak, fold_indices
+from smalldata_pl.io.images import ImageReadError, read_image
+from smalldata_pl.transforms.invariances import LabelInvariances
+
+log = logging.getLogger(__name__)
+
+
+class MicrographFolder(MicrographDataModule):
+    """Labelled micrographs from ``root/<class>/*.png`` or a CSV manifest ``file,label[,group]``.
+
+    Every file is opened at setup, so a corrupt image, a missing file or a wrong label stops the run before
+    training with the file's name. Splits are K-fold over source images (before tiling and augmentation) and
+    a group on both sides of a split is an error.
+
+    Example:
+        >>> dm = MicrographFolder(root="my_micrographs", class_names=["ferrite", "pearlite"])  # doctest: +SKIP
+
+    Args:
+        root: Folder of class sub-folders, or the folder that manifest paths are relative to.
+        manifest: CSV with columns ``file``, ``label`` (class name or index) and optionally ``group``.
+        class_names: Classes in index order; ``None`` takes sorted sub-folder names or manifest labels.
+        augmentation: Training augmentation: preset name, Albumentations dict, or list of transforms.
+        num_folds: K of the K-fold split.
+        fold: Which fold validates (and tests, unless a held-out set is given).
+        split: ``stratified``, ``group`` or ``stratified_group``.
+        tile_size: Cut each micrograph into square tiles of this side (each keeps its source as group).
+        tile_stride: Step between tiles; defaults to ``tile_size`` (no overlap).
+        strict: Stop at the first bad file; ``False`` skips bad files and reports each one.
+        invariances: What the labels do not depend on; the augmentation is checked against it at setup.
+        leakage_check: Look for the same micrograph (flipped, rotated, cropped, re-exposed) in training and
+            validation at setup: ``error``, ``warn`` or ``off``.
+        train_per_class: Keep only this many training images per class (learning curves), drawn group by
+            group so a subsample never holds part of a group while the rest sits unused in validation.
+        subsample_seed: Which random subsample (repeats of a learning-curve point).
+        **kwargs: Loader, size and normalisation options of :class:`MicrographDataModule`.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        manifest: str | Path | None = None,
+        class_names: Sequence[str] | None = None,
+        augmentation: str | dict | list | None = None,
+        num_folds: int = 5,
+        fold: int = 0,
+        split: SplitKind = "stratified_group",
+        tile_size: int | None = None,
+        tile_stride: int | None = None,
+        strict: bool = True,
+        invariances: LabelInvariances | None = None,
+        leakage_check: LeakageMode = "error",
+        train_per_class: int | None = None,
+        subsample_seed: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        self.root = Path(root).expanduser()
+        self.manifest = Path(manifest).expanduser() if manifest else None
+        self.records, names = find_records(self.root, self.manifest, class_names)
+        super().__init__(names, **kwargs)
+        # class_names are logged by the model (linked from here, resolved); None here would conflict with them.
+        self.save_hyperparameters(ignore=["class_names"])
+        self.augmentation = augmentation
+        self.num_folds, self.fold, self.split = num_folds, fold, split
+        self.tile_size, self.tile_stride = tile_size, tile_stride or tile_size
+        self.strict = strict
+        if invariances is not None:
+            self.invariances = invariances
+        self.leakage_check = leakage_check
+        self.train_per_class, self.subsample_seed = train_per_class, subsample_seed
+        self.skipped: list[str] = []
+
+    # ----------------------------------------------------------------------------------------------- setup
+    def setup(self, stage: str) -> None:
+        records = self._verified(self.records)
+        labels = [r.label for r in records]
+        groups = [r.group for r in records]
+        train_idx, val_idx = fold_indices(labels, groups, self.num_folds, self.fold, self.split, self.seed)
+        train_records = self._subsample([records[i] for i in train_idx])
+        self.check_leakage(train_records, [records[i] for i in val_idx])
+        train = self._tiled(train_records)
+        val = self._tiled([records[i] for i in val_idx])
+        if self.split != "stratified":
+            check_no_group_leak([r.group for r in train], [r.group for r in val])
+        augment = self.train_augmentation(self.augmentation)
+        self.train_dataset = MicrographFolderDataset(train, self.pipeline(augment), self.seed)
+        self.val_dataset = MicrographFolderDataset(val, self.pipeline(None), self.seed)
+        self.test_dataset = self.val_dataset
+        self.predict_dataset = self.val_dataset
+
+    def _subsample(self, records: list[Record]) -> list[Record]:
+        """At most ``train_per_class`` images per class, taken whole group by whole group in random order."""
+        if self.train_per_class is None:
+            return records
+        rng = random.Random(f"{self.seed}-{self.subsample_seed}")
+        kept: list[Record] = []
+        for label in range(self.num_classes):
+            by_group: dict[str, list[Record]] = {}
+            for record in records:
+                if record.label == label:
+                    by_group.setdefault(record.group, []).append(record)
+            groups = sorted(by_group)
+            rng.shuffle(groups)
+            chosen: list[Record] = []
+            for group in groups:
+                if len(chosen) >= self.train_per_class:
+                    break
+                chosen += by_group[group][: self.train_per_class - len(chosen)]
+            kept += chosen
+        return kept
+
+    def check_leakage(self, train: list[Record], val: list[Record]) -> None:
+        """Stop (or warn) when a validation micrograph is a transformed copy of a training one."""
+        if self.leakage_check == "off":
+            return
+        found = find_duplicates([self._signatures[r.path] for r in train], [self._signatures[r.path] for r in val])
+        pairs = [DuplicatePair(str(train[i].path), str(val[j].path), score) for i, j, score in found]
+        if not pairs:
+            return
+        message = (
+            f"{len(pairs)} validation image(s) are the same micrograph as a training image (flipped, rotated, "
+            f"cropped or re-exposed):\n{describe(pairs)}\nGive each pair the same group in the manifest so the "
+            "split keeps them together, or set data.leakage_check=warn to accept it."
+        )
+        if self.leakage_check == "error":
+            raise LeakageError(message)
+        log.warning(message)
+
+    def _verified(self, records: list[Record]) -> list[Record]:
+        """Open every image once: bad files and mixed sizes are caught here, with their names.
+
+        The same read yields the leakage signatures, so the leakage check decodes nothing again.
+        """
+        good, shapes = [], {}
+        self._signatures: dict[Path, Signature] = {}
+        for record in records:
+            try:
+                image = read_image(record.path)
+                shapes[record.path] = image.shape[:2]
+                if self.leakage_check != "off":
+                    self._signatures[record.path] = signature(image)
+                good.append(record)
+            except ImageReadError as error:
+                if self.strict:
+                    raise
+                self.skipped.append(str(record.path))
+                log.warning("skipping %s", error)
+        if self.skipped:
+            log.warning("skipped %d unreadable image(s): %s", len(self.skipped), ", ".join(self.skipped))
+        if self.image_size is None and self.tile_size is None and len(set(shapes.values())) > 1:
+            by_shape: dict[tuple[int, ...], Path] = {}
+            for path, shape in shapes.items():
+                by_shape.setdefault(shape, path)
+            examples = "; ".join(f"{p} is {s[0]}x{s[1]}" for s, p in list(by_shape.items())[:3])
+            raise ValueError(f"images have different sizes ({examples}); set data.image_size to resize them")
+        self._shapes = shapes
+        return good
+
+    def _tiled(self, records: list[Record]) -> list[Record]:
+        if self.tile_size is None:
+            return records
+        size, stride = self.tile_size, self.tile_stride or self.tile_size
+        tiles = []
+        for record in records:
+            height, width = self._shapes[record.path]
+            if height < size or width < size:
+                raise ValueError(f"image {record.path} ({height}x{width}) is smaller than tile_size={size}")
+            for top in range(0, height - size + 1, stride):
+                for left in range(0, width - size + 1, stride):
+                    tiles.append(replace(record, tile=(top, left, size, size)))
+        return tiles

@@ -1,0 +1,125 @@
+"""Real image/mask pairs from a manifest: checked masks, random training crops, whole-image evaluation."""
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import albumentations as A
+import torch
+from torch.utils.data import Dataset
+
+from smalldata_pl.datamodules.base import MicrographDataModule
+from smalldata_pl.datasets.segmentation import MaskRecord, SegmentationDataset, read_mask_manifest
+from smalldata_pl.datasets.splits import check_no_group_leak, fold_indices
+from smalldata_pl.transforms.invariances import LabelInvariances
+
+
+class SegmentationFolder(MicrographDataModule):
+    """Segmentation data from a manifest with columns ``image``, ``mask``, ``group`` (paths relative to root).
+
+    Splits are group K-fold, or an upstream split named in an ``official_splits`` column
+    (``Name:train;Other:val``). Training uses random crops of ``crop_size``; evaluation uses whole images.
+
+    Args:
+        root: Folder the manifest paths are relative to.
+        manifest: CSV manifest; default ``root/manifest.csv``.
+        class_names: Class names; mask value ``k`` is class ``k``.
+        crop_size: Side of the random training crops.
+        augmentation: Extra training augmentation (applied to image and mask together).
+        official_split: Use this upstream split from the manifest instead of K-fold.
+        num_folds: K of the group K-fold.
+        fold: Validation fold.
+        train_limit: Keep only the first N training images (one-shot and few-shot studies).
+        crops_per_image: Random training crops drawn from each image per epoch.
+        batch_size: Samples per batch (whole-image evaluation uses batch size 1).
+        **kwargs: Loader, channel and normalisation options of :class:`MicrographDataModule`.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        class_names: Sequence[str],
+        manifest: str | Path | None = None,
+        crop_size: int = 256,
+        augmentation: str | dict | list | None = None,
+        official_split: str | None = None,
+        num_folds: int = 5,
+        fold: int = 0,
+        train_limit: int | None = None,
+        crops_per_image: int = 1,
+        batch_size: int = 8,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(class_names, batch_size=batch_size, image_size=None, **kwargs)
+        self.save_hyperparameters(ignore=["class_names"])
+        self.root = Path(root).expanduser()
+        self.manifest = Path(manifest).expanduser() if manifest else self.root / "manifest.csv"
+        self.crop_size, self.augmentation = crop_size, augmentation
+        self.official_split, self.num_folds, self.fold = official_split, num_folds, fold
+        self.train_limit = train_limit
+        self.crops_per_image = crops_per_image
+        self.records = read_mask_manifest(self.manifest, self.root)
+        self.split = "group"
+
+    def _split_records(self) -> tuple[list[MaskRecord], list[MaskRecord], list[MaskRecord]]:
+        if self.official_split:
+
+            def tagged(tag: str) -> list[MaskRecord]:
+                return [r for r in self.records if f"{self.official_split}:{tag}" in r.splits.split(";")]
+
+            train, val, test = tagged("train"), tagged("val"), tagged("test")
+            if not train:
+                raise ValueError(f"no rows tagged {self.official_split}:train in {self.manifest}")
+            return train, val, test or val
+        groups = [r.group for r in self.records]
+        train_idx, val_idx = fold_indices([0] * len(groups), groups, self.num_folds, self.fold, "group", self.seed)
+        val = [self.records[i] for i in val_idx]
+        return [self.records[i] for i in train_idx], val, val
+
+    def setup(self, stage: str) -> None:
+        train, val, test = self._split_records()
+        if self.train_limit is not None:
+            train = train[: self.train_limit]
+        check_no_group_leak([r.group for r in train], [r.group for r in val])
+        extra = self.train_augmentation(self.augmentation)
+        crop = A.RandomCrop(self.crop_size, self.crop_size, pad_if_needed=True, p=1.0)
+        augment = A.Compose([crop, *(extra.transforms if extra is not None else [])])
+        self.train_dataset = SegmentationDataset(
+            train, self.pipeline(augment), self.num_classes, self.seed, self.crops_per_image
+        )
+        self.val_dataset = SegmentationDataset(val, self.pipeline(None), self.num_classes, self.seed)
+        self.test_dataset = SegmentationDataset(test, self.pipeline(None), self.num_classes, self.seed)
+        self.predict_dataset = self.test_dataset
+
+    def val_dataloader(self) -> torch.utils.data.DataLoader:
+        return self._whole_images(self.val_dataset)
+
+    def test_dataloader(self) -> torch.utils.data.DataLoader:
+        return self._whole_images(self.test_dataset)
+
+    def predict_dataloader(self) -> torch.utils.data.DataLoader:
+        return self._whole_images(self.predict_dataset)
+
+    def _whole_images(self, dataset: Dataset | None) -> torch.utils.data.DataLoader:
+        # Whole images may differ in size, so they go one at a time.
+        return self._loader(dataset, "evaluation", batch_size=1)
+
+
+class Superalloy(SegmentationFolder):
+    """Ni-based superalloy SEM images with gamma/gamma' masks (23 images, 512x512; MIT, Stuckner et al. 2022).
+
+    ``official_split`` reproduces the upstream settings: ``Super1`` (train spots 3-7, val spot 1, test spot 2),
+    ``Super3`` (one-shot: a single training image), ``Super4`` (test on five out-of-distribution images).
+
+    Args:
+        root: Folder with ``manifest.csv``, ``images/`` and ``masks/``.
+        official_split: Upstream split, or ``None`` for group K-fold over specimen spots.
+        **kwargs: Crop, split, loader and normalisation options of :class:`SegmentationFolder`.
+    """
+
+    invariances = LabelInvariances(rotation=True, mirror=True, scale=True, intensity=True, colour=False)
+
+    def __init__(
+        self, root: str | Path = "data/superalloy", official_split: str | None = "Super1", **kwargs: Any
+    ) -> None:
+        super().__init__(root, ("matrix", "secondary", "tertiary"), official_split=official_split, **kwargs)

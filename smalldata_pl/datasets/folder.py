@@ -1,0 +1,133 @@
+"""Labelled micrographs on disk: records found in class sub-folders or a CSV manifest, read as a Dataset."""
+
+import csv
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from smalldata_pl.datasets.sampling import split_key
+from smalldata_pl.io.images import IMAGE_SUFFIXES, read_image
+from smalldata_pl.transforms.pipeline import ImagePipeline, sample_seed
+
+# A found file before labelling: (path, label as written, group).
+Row = tuple[Path, str, str]
+
+
+@dataclass(frozen=True)
+class Record:
+    """One labelled micrograph (or one tile of it)."""
+
+    path: Path
+    label: int
+    group: str
+    tile: tuple[int, int, int, int] | None = None  # (top, left, height, width)
+
+
+class MicrographFolderDataset(Dataset):
+    """Reads records through a pipeline; samples carry ``image``, ``label``, ``group`` and ``path``.
+
+    Args:
+        records: The samples.
+        pipeline: Augmentation (training) or evaluation pipeline.
+        seed: Seed of the per-sample augmentation draws.
+    """
+
+    def __init__(self, records: Sequence[Record], pipeline: ImagePipeline, seed: int = 0) -> None:
+        self.records = list(records)
+        self.pipeline = pipeline
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        epoch, index = split_key(key)
+        record = self.records[index]
+        image = read_image(record.path)
+        if record.tile is not None:
+            top, left, height, width = record.tile
+            image = image[top : top + height, left : left + width]
+        sample = self.pipeline(image, seed=sample_seed(self.seed, epoch, index))
+        sample.update(label=torch.tensor(record.label), group=record.group, path=str(record.path))
+        return sample
+
+
+def find_records(
+    root: Path, manifest: Path | None, class_names: Sequence[str] | None
+) -> tuple[list[Record], list[str]]:
+    """Find the labelled files (no image is decoded here) and fix the class list.
+
+    Args:
+        root: Folder of class sub-folders, or the folder manifest paths are relative to.
+        manifest: CSV ``file,label[,group]``; ``None`` reads ``root/<class>/*``.
+        class_names: Classes in index order; ``None`` takes the sorted labels found.
+
+    Returns:
+        The records and the class names in index order.
+
+    Raises:
+        ValueError: If a label is not in ``class_names`` or a class has no image.
+    """
+    rows = manifest_rows(manifest, root) if manifest is not None else folder_rows(root)
+    names = list(class_names) if class_names else sorted({label for _, label, _ in rows}, key=_natural)
+    records = [Record(path, label_index(label, names, path), group) for path, label, group in rows]
+    counts = Counter(r.label for r in records)
+    empty = [names[i] for i in range(len(names)) if counts[i] == 0]
+    if empty:
+        raise ValueError(
+            f"class(es) {empty} have no images in {manifest or root}; add images or drop them from class_names"
+        )
+    return records, names
+
+
+def folder_rows(root: Path) -> list[Row]:
+    """Images in ``root/<class>/``; each file is its own group (``<class>/<stem>``)."""
+    if not root.is_dir():
+        raise FileNotFoundError(f"data folder {root} does not exist; set data.root to your micrograph folder")
+    rows = []
+    for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for path in sorted(class_dir.iterdir()):
+            if path.suffix.lower() in IMAGE_SUFFIXES:
+                rows.append((path, class_dir.name, f"{class_dir.name}/{path.stem}"))
+    if not rows:
+        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in class sub-folders of {root}")
+    return rows
+
+
+def manifest_rows(manifest: Path, root: Path) -> list[Row]:
+    """Rows of a CSV ``file,label[,group]`` whose paths are relative to ``root``; every file must exist."""
+    if not manifest.is_file():
+        raise FileNotFoundError(f"manifest {manifest} does not exist")
+    with manifest.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = {"file", "label"} - set(reader.fieldnames or [])
+        if missing:
+            raise ValueError(f"manifest {manifest} lacks column(s) {sorted(missing)}; need file,label[,group]")
+        rows = []
+        for line, row in enumerate(reader, start=2):
+            path = root / row["file"]
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"{manifest}:{line}: file {path} does not exist; fix the path or delete the row"
+                )
+            rows.append((path, row["label"], row.get("group") or str(Path(row["file"]).with_suffix(""))))
+    return rows
+
+
+def label_index(label: str, names: Sequence[str], path: Path) -> int:
+    """Index of a label written as a class name, or as an index when no class name is a number."""
+    if label in names:
+        return names.index(label)
+    if label.isdigit() and int(label) < len(names) and not any(n.isdigit() for n in names):
+        return int(label)
+    raise ValueError(f"label {label!r} of {path} is not in the class list {list(names)}; fix the label or class_names")
+
+
+def _natural(text: str) -> tuple:
+    """Sort key putting 'class2' before 'class10'."""
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text))

@@ -1,0 +1,96 @@
+"""Image/mask pairs on disk: manifest records, checked masks and the segmentation Dataset."""
+
+import csv
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from torch.utils.data import Dataset
+
+from smalldata_pl.datasets.sampling import split_key
+from smalldata_pl.io.images import read_image
+from smalldata_pl.transforms.pipeline import ImagePipeline, sample_seed
+
+
+@dataclass(frozen=True)
+class MaskRecord:
+    """One image with its mask file, its group and its upstream split tags."""
+
+    image: Path
+    mask: Path
+    group: str
+    splits: str = ""
+
+
+def read_mask(path: Path, num_classes: int, image_shape: tuple[int, ...], image_path: Path) -> np.ndarray:
+    """Read a class-index mask and check it against the class list and its image.
+
+    Raises:
+        ValueError: If the mask's size differs from the image's, or it holds a value outside the classes.
+    """
+    mask = np.asarray(Image.open(path))
+    if mask.ndim == 3:
+        raise ValueError(f"mask {path} has {mask.shape[2]} channels; store class indices as a single-channel PNG")
+    if mask.shape != tuple(image_shape[:2]):
+        raise ValueError(
+            f"mask {path} is {mask.shape[0]}x{mask.shape[1]} but image {image_path} is "
+            f"{image_shape[0]}x{image_shape[1]}; masks must match their images pixel for pixel"
+        )
+    unknown = sorted(set(np.unique(mask).tolist()) - set(range(num_classes)))
+    if unknown:
+        raise ValueError(
+            f"mask {path} contains value(s) {unknown} outside the {num_classes} classes 0..{num_classes - 1}; "
+            "fix the mask or extend class_names"
+        )
+    return mask.astype(np.int64)
+
+
+class SegmentationDataset(Dataset):
+    """Image/mask samples; training crops come from the pipeline's augmentation."""
+
+    def __init__(
+        self,
+        records: Sequence[MaskRecord],
+        pipeline: ImagePipeline,
+        num_classes: int,
+        seed: int = 0,
+        repeats: int = 1,
+    ) -> None:
+        self.records, self.pipeline, self.num_classes, self.seed = list(records), pipeline, num_classes, seed
+        self.repeats = repeats  # several random crops of each image per epoch (one-shot and few-shot training)
+
+    def __len__(self) -> int:
+        return len(self.records) * self.repeats
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        epoch, index = split_key(key)
+        record = self.records[index % len(self.records)]
+        image = read_image(record.image)
+        mask = read_mask(record.mask, self.num_classes, image.shape, record.image)
+        sample = self.pipeline(image, mask=mask, seed=sample_seed(self.seed, epoch, index))
+        sample.update(group=record.group, path=str(record.image))
+        return sample
+
+
+def read_mask_manifest(manifest: Path, root: Path) -> list[MaskRecord]:
+    """Records of a CSV ``image,mask[,group][,official_splits]`` whose paths are relative to ``root``."""
+    if not manifest.is_file():
+        raise FileNotFoundError(f"segmentation manifest {manifest} does not exist")
+    with manifest.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    records = []
+    for line, row in enumerate(rows, start=2):
+        for column in ("image", "mask"):
+            if not (root / row.get(column, "")).is_file():
+                raise FileNotFoundError(f"{manifest}:{line}: {column} file {root / row.get(column, '')} does not exist")
+        records.append(
+            MaskRecord(
+                root / row["image"],
+                root / row["mask"],
+                row.get("group") or row["image"],
+                row.get("official_splits", ""),
+            )
+        )
+    return records

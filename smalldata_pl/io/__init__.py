@@ -1,0 +1,1 @@
+"""Reading and writing micrographs, masks and tables."""

@@ -1,0 +1,77 @@
+"""Reading micrographs correctly: PNG, JPEG and TIFF, 8/16-bit and float, grey, RGB and RGBA."""
+
+from pathlib import Path
+
+import numpy as np
+import tifffile
+from PIL import Image, UnidentifiedImageError
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", *TIFF_SUFFIXES)
+
+
+class ImageReadError(OSError):
+    """An image file could not be read; the message names the file and the fix."""
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image as float32 in [0, 1], shape ``(H, W)`` or ``(H, W, C)``.
+
+    Integer images are scaled by their storage bit depth (8-bit by 255, 16-bit by 65535), so a 16-bit SEM
+    image keeps its dynamic range. Float TIFFs already in [0, 1] are kept; other float ranges are min-max
+    scaled (the absolute scale of such data is not an intensity).
+
+    Raises:
+        ImageReadError: If the file is missing, truncated or not an image.
+    """
+    path = Path(path)
+    try:
+        if path.suffix.lower() in TIFF_SUFFIXES:
+            array = tifffile.imread(path)
+        else:
+            with Image.open(path) as image:
+                image.load()  # decode now so truncation surfaces here, not later in a worker
+                array = np.asarray(image.convert("RGB") if image.mode in ("P", "CMYK", "YCbCr") else image)
+    except (OSError, ValueError, UnidentifiedImageError, tifffile.TiffFileError) as error:
+        raise ImageReadError(
+            f"cannot read image {path}: {error}. Re-export the file (PNG or TIFF), or remove it from the dataset; "
+            "strict=False skips unreadable files and reports each one."
+        ) from error
+    return to_unit_float(array, path)
+
+
+def to_unit_float(array: np.ndarray, path: str | Path = "<array>") -> np.ndarray:
+    """Scale an integer or float image array to float32 in [0, 1] by its bit depth."""
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[2] not in (1, 3, 4):
+        array = np.moveaxis(array, 0, -1)  # channel-first TIFF
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim not in (2, 3):
+        raise ImageReadError(f"image {path} has shape {array.shape}; expected (H, W) or (H, W, C)")
+    if array.dtype == np.bool_:
+        return array.astype(np.float32)
+    if np.issubdtype(array.dtype, np.integer):
+        # PIL returns 16-bit PNGs as int32; their range is still 16 bits.
+        depth_max = 65535 if array.dtype.itemsize > 2 and array.max() <= 65535 else np.iinfo(array.dtype).max
+        return (array.astype(np.float64) / depth_max).astype(np.float32)
+    array = array.astype(np.float32)
+    if not np.isfinite(array).all():
+        raise ImageReadError(f"image {path} contains NaN or infinite values; clean or re-export it")
+    low, high = float(array.min()), float(array.max())
+    if low >= 0.0 and high <= 1.0:
+        return array
+    return (array - low) / max(high - low, 1e-12)
+
+
+def write_unit_image(path: Path, image: np.ndarray, bits: int = 8) -> None:
+    """Write a float image in [0, 1]: 8-bit PNG (grey or RGB), or 16-bit (PNG, or TIFF for a ``.tif`` path)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = np.clip(image, 0.0, 1.0)
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if bits == 16 and path.suffix.lower() in TIFF_SUFFIXES:
+        tifffile.imwrite(path, (image * 65535).round().astype(np.uint16))
+    elif bits == 16 and image.ndim == 2:
+        Image.fromarray((image * 65535).round().astype(np.uint16)).save(path)
+    else:
+        Image.fromarray((image * 255).round().astype(np.uint8)).save(path)

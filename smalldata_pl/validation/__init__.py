@@ -1,1 +1,0 @@
-"""Cross-validation runs, their aggregation and learning-curve studies."""
