@@ -7,10 +7,10 @@ from typing import Any
 
 from jsonargparse import DefaultHelpFormatter
 from lightning.pytorch import LightningDataModule
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from smalldata_pl.callbacks import InputSampleGrid, PredictionWriter
+from smalldata_pl.callbacks import InputSampleGrid, LastAndBestCheckpoint, PredictionWriter
 from smalldata_pl.tasks.base import TransferModule
 
 DESCRIPTION = """smalldata_pl: deep learning on small materials-science image data.
@@ -81,7 +81,7 @@ class SmallDataCLI(LightningCLI):
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
         if self.options_class is not None:
             parser.add_class_arguments(self.options_class, nested_key=None, as_group=True, instantiate=False)
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(LastAndBestCheckpoint, "checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/loss",

@@ -1,7 +1,10 @@
 """The ``smalldata`` entry point: Lightning's subcommands plus the framework's own commands."""
 
+import signal
 import sys
 from collections.abc import Callable, Sequence
+
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from smalldata_pl.cli.audit import audit_command
 from smalldata_pl.cli.augment import augment_command
@@ -28,8 +31,14 @@ COMMANDS: dict[str, Callable[[Sequence[str]], object]] = {
 def main(args: Sequence[str] | None = None) -> None:
     """Entry point of ``smalldata`` and ``python -m smalldata_pl``; ``args`` defaults to ``sys.argv[1:]``."""
     argv = list(sys.argv[1:] if args is None else args)
-    if argv and argv[0] in COMMANDS:
-        COMMANDS[argv[0]](argv[1:])
-        return
-    # From the console LightningCLI reads sys.argv itself (passing it again triggers a warning).
-    SmallDataCLI(args=None if args is None else argv)
+    try:
+        if argv and argv[0] in COMMANDS:
+            COMMANDS[argv[0]](argv[1:])
+            return
+        # From the console LightningCLI reads sys.argv itself (passing it again triggers a warning).
+        SmallDataCLI(args=None if args is None else argv)
+    except SIGTERMException as stop:
+        # Lightning's SIGTERMException is a SystemExit with status 0; a run stopped by the scheduler's time limit
+        # must not look finished to `afterok` jobs and `&&` chains. last.ckpt was written on the way out.
+        print("stopped by SIGTERM; resume with --ckpt_path <run>/checkpoints/last.ckpt", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGTERM) from stop

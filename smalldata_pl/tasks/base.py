@@ -1,7 +1,7 @@
 """Shared LightningModule machinery: named layer groups, the optimizer built once over all of them."""
 
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -75,6 +75,7 @@ class TransferModule(LightningModule):
         # Lightning does not checkpoint the global RNGs; without them dropout draws differ after a resume.
         checkpoint["rng_states"] = {
             "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             # Plain types only: checkpoints load with weights_only=True.
             "numpy": _numpy_state_to_plain(np.random.get_state()),
             "python": random.getstate(),
@@ -82,11 +83,32 @@ class TransferModule(LightningModule):
 
     @override
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._check_class_names(checkpoint.get("hyper_parameters", {}).get("class_names"))
         states = checkpoint.get("rng_states")
-        if states:
+        # Only a resumed fit continues the run's random stream; loading weights for inference leaves the
+        # caller's generators alone.
+        resuming = self._trainer is not None and self.trainer.state.fn == "fit"
+        if states and resuming:
             torch.set_rng_state(states["torch"])
+            cuda_states = states.get("cuda") or []
+            if cuda_states and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(cuda_states)
             np.random.set_state(_plain_to_numpy_state(states["numpy"]))
             random.setstate(states["python"])
+
+    def _check_class_names(self, saved: Sequence[str] | None) -> None:
+        """Stop when the checkpoint's classes differ from the data's: indices would silently mean other classes."""
+        current = getattr(self, "class_names", None)
+        if saved is None or current is None or list(saved) == list(current):
+            return
+        hint = (
+            "the same classes in another order: list data.class_names in the checkpoint's order"
+            if sorted(saved) == sorted(current)
+            else "evaluate on data with the checkpoint's classes, or train a new model for these classes"
+        )
+        raise ValueError(
+            f"the checkpoint was trained on classes {list(saved)} but the data has {list(current)}; {hint}"
+        )
 
     @override
     def configure_optimizers(self) -> OptimizerLRSchedulerConfig:

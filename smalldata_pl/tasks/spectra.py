@@ -5,7 +5,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MultilabelF1Score
@@ -29,11 +28,7 @@ class SpectrumClassifier(TransferModule):
         widths: CNN widths.
         pretrained: ``False`` or a weights file for the encoder.
         drop_rate: Dropout before the head.
-        optimizer: Optimizer factory.
-        scheduler: LR scheduler factory (``None``: per-step cosine).
-        scheduler_interval: ``step`` or ``epoch``.
-        scheduler_monitor: Metric for ReduceLROnPlateau.
-        warmup_steps: Warm-up of the default cosine schedule.
+        **kwargs: Optimizer, scheduler and warm-up options of :class:`TransferModule`.
     """
 
     def __init__(
@@ -45,13 +40,9 @@ class SpectrumClassifier(TransferModule):
         widths: Sequence[int] = (32, 64, 128, 256),
         pretrained: bool | str = False,
         drop_rate: float = 0.1,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
-        scheduler: LRSchedulerCallable | None = None,
-        scheduler_interval: str = "epoch",
-        scheduler_monitor: str = "val/loss",
-        warmup_steps: int = 0,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(optimizer, scheduler, scheduler_interval, scheduler_monitor, warmup_steps)
+        super().__init__(**kwargs)
         if task not in ("single", "multilabel"):
             raise ValueError(f"task must be 'single' or 'multilabel', got {task!r}")
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
