@@ -51,6 +51,10 @@ class MicrographDataModule(LightningDataModule, ABC):
         epoch_samples: int | None = None,
     ) -> None:
         super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}; set data.batch_size")
+        if image_size is not None and image_size < 1:
+            raise ValueError(f"image_size must be positive or None (keep sizes), got {image_size}; set data.image_size")
         if epoch_samples is not None and epoch_samples < 1:
             raise ValueError(f"epoch_samples must be positive or None, got {epoch_samples}")
         self.epoch_samples = epoch_samples

@@ -51,6 +51,8 @@ def write_synthetic(kind: str, count: int, out: Path, size: int, imaging: str | 
     ``boundaries`` and ``precipitates`` give ``images/``, ``masks/`` and ``manifest.csv`` (image,mask,group)
     for SegmentationFolder. ``bits=16`` writes 16-bit TIFF images.
     """
+    if count < 1 or size < 8:
+        raise ValueError(f"count must be at least 1 and size at least 8 pixels, got count={count}, size={size}")
     if kind not in SYNTHETIC_KINDS:
         raise ValueError(f"unknown kind {kind!r}; choose one of {SYNTHETIC_KINDS}")
     if imaging is not None and imaging not in IMAGING_PRESETS:

@@ -91,9 +91,12 @@ def folder_rows(root: Path) -> list[Row]:
         raise FileNotFoundError(f"data folder {root} does not exist; set data.root to your micrograph folder")
     rows = []
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        for path in sorted(class_dir.iterdir()):
-            if path.suffix.lower() in IMAGE_SUFFIXES:
-                rows.append((path, class_dir.name, f"{class_dir.name}/{path.stem}"))
+        found = [p for p in sorted(class_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+        if not found:
+            raise ValueError(
+                f"class folder {class_dir} holds no images ({', '.join(IMAGE_SUFFIXES)}); add images or remove it"
+            )
+        rows += [(path, class_dir.name, f"{class_dir.name}/{path.stem}") for path in found]
     if not rows:
         raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in class sub-folders of {root}")
     return rows
@@ -101,21 +104,37 @@ def folder_rows(root: Path) -> list[Row]:
 
 def manifest_rows(manifest: Path, root: Path) -> list[Row]:
     """Rows of a CSV ``file,label[,group]`` whose paths are relative to ``root``; every file must exist."""
+    rows, seen = [], set()
+    for line, row in enumerate(read_manifest(manifest, ("file", "label")), start=2):
+        path = root / row["file"]
+        if not path.is_file():
+            raise FileNotFoundError(f"{manifest}:{line}: file {path} does not exist; fix the path or delete the row")
+        if path in seen:
+            raise ValueError(f"{manifest}:{line}: {row['file']} is listed twice; delete the duplicate row")
+        seen.add(path)
+        rows.append((path, row["label"], row.get("group") or str(Path(row["file"]).with_suffix(""))))
+    return rows
+
+
+def read_manifest(manifest: Path, required: Sequence[str]) -> list[dict[str, str]]:
+    """Rows of a CSV manifest with surrounding whitespace stripped; a UTF-8 BOM (as Excel writes) is accepted.
+
+    Raises:
+        FileNotFoundError: If the manifest does not exist.
+        ValueError: If it is not UTF-8 or lacks a required column; the message names the file.
+    """
     if not manifest.is_file():
         raise FileNotFoundError(f"manifest {manifest} does not exist")
-    with manifest.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = {"file", "label"} - set(reader.fieldnames or [])
-        if missing:
-            raise ValueError(f"manifest {manifest} lacks column(s) {sorted(missing)}; need file,label[,group]")
-        rows = []
-        for line, row in enumerate(reader, start=2):
-            path = root / row["file"]
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"{manifest}:{line}: file {path} does not exist; fix the path or delete the row"
-                )
-            rows.append((path, row["label"], row.get("group") or str(Path(row["file"]).with_suffix(""))))
+    try:
+        with manifest.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            fields = [f.strip() for f in reader.fieldnames or []]
+            rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
+    except UnicodeDecodeError as error:
+        raise ValueError(f"manifest {manifest} is not UTF-8 ({error}); save it as UTF-8 CSV") from error
+    missing = sorted(set(required) - set(fields))
+    if missing:
+        raise ValueError(f"manifest {manifest} lacks column(s) {missing}; need {','.join(required)} (found {fields})")
     return rows
 
 

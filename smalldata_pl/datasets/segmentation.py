@@ -1,6 +1,5 @@
 """Image/mask pairs on disk: manifest records, checked masks and the segmentation Dataset."""
 
-import csv
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,6 +8,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
+from smalldata_pl.datasets.folder import read_manifest
 from smalldata_pl.datasets.sampling import split_key
 from smalldata_pl.io.images import read_image
 from smalldata_pl.transforms.pipeline import ImagePipeline, sample_seed
@@ -76,12 +76,8 @@ class SegmentationDataset(Dataset):
 
 def read_mask_manifest(manifest: Path, root: Path) -> list[MaskRecord]:
     """Records of a CSV ``image,mask[,group][,official_splits]`` whose paths are relative to ``root``."""
-    if not manifest.is_file():
-        raise FileNotFoundError(f"segmentation manifest {manifest} does not exist")
-    with manifest.open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
     records = []
-    for line, row in enumerate(rows, start=2):
+    for line, row in enumerate(read_manifest(manifest, ("image", "mask")), start=2):
         for column in ("image", "mask"):
             if not (root / row.get(column, "")).is_file():
                 raise FileNotFoundError(f"{manifest}:{line}: {column} file {root / row.get(column, '')} does not exist")

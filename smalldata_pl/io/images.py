@@ -27,17 +27,33 @@ def read_image(path: str | Path) -> np.ndarray:
     path = Path(path)
     try:
         if path.suffix.lower() in TIFF_SUFFIXES:
-            array = tifffile.imread(path)
+            with tifffile.TiffFile(path) as tiff:
+                _single_frame(path, len(tiff.pages))
+                array = tiff.asarray(key=0)
         else:
             with Image.open(path) as image:
+                _single_frame(path, getattr(image, "n_frames", 1))
                 image.load()  # decode now so truncation surfaces here, not later in a worker
                 array = np.asarray(image.convert("RGB") if image.mode in ("P", "CMYK", "YCbCr") else image)
+    except Image.DecompressionBombError as error:
+        raise ImageReadError(
+            f"image {path} is larger than Pillow's safety limit ({error}); cut it into tiles, or raise "
+            "PIL.Image.MAX_IMAGE_PIXELS if you trust the file; strict=False skips it."
+        ) from error
     except (OSError, ValueError, UnidentifiedImageError, tifffile.TiffFileError) as error:
         raise ImageReadError(
             f"cannot read image {path}: {error}. Re-export the file (PNG or TIFF), or remove it from the dataset; "
             "strict=False skips unreadable files and reports each one."
         ) from error
     return to_unit_float(array, path)
+
+
+def _single_frame(path: Path, frames: int) -> None:
+    # A stack (time series, focus series, 3 frames that would pass for RGB) is not one micrograph.
+    if frames > 1:
+        raise ImageReadError(
+            f"image {path} holds {frames} frames; save the frame you mean as its own file (one micrograph per file)"
+        )
 
 
 def to_unit_float(array: np.ndarray, path: str | Path = "<array>") -> np.ndarray:
