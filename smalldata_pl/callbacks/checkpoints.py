@@ -28,7 +28,12 @@ class LastAndBestCheckpoint(ModelCheckpoint):
             self._last_written_step = trainer.global_step
 
     def _refresh_last(self, trainer: Trainer) -> None:
-        if not self.save_last or trainer.fast_dev_run or trainer.sanity_checking or trainer.state.fn != "fit":
+        if (
+            not self.save_last
+            or getattr(trainer, "fast_dev_run", False)
+            or trainer.sanity_checking
+            or trainer.state.fn != "fit"
+        ):
             return
         if self._last_written_step != trainer.global_step:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))

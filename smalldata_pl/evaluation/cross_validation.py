@@ -1,6 +1,7 @@
 """Cross-validation: every fold with a fresh model, out-of-fold predictions and the summary."""
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -46,10 +47,10 @@ def run_cross_validation(new_run: RunFactory, cv_dir: Path) -> dict:
 def _predictions(run: Run, fold: int) -> list[dict]:
     """Validation-fold predictions of the final model (no best-epoch selection on the fold it is scored on)."""
     model = run.model
-    batches = run.trainer.predict(model, dataloaders=run.datamodule.val_dataloader())
+    batches: list[dict[str, Any]] = run.trainer.predict(model, dataloaders=run.datamodule.val_dataloader()) or []  # type: ignore[assignment]
     names = getattr(model, "class_names", None)
     rows = []
-    for batch in batches or []:
+    for batch in batches:
         for i in range(len(batch["prediction"])):
             row = {"fold": fold, "group": batch["group"][i], "path": batch.get("path", [""] * (i + 1))[i]}
             if "label" in batch:
