@@ -122,3 +122,20 @@ def test_segmentation_manifest_missing_mask_column_names_the_file(tmp_path):
     with pytest.raises(ValueError, match=r"lacks column\(s\) \['mask'\]") as raised:
         SegmentationFolder(tmp_path, ["a", "b"])
     assert str(manifest) in str(raised.value)
+
+
+def test_near_identical_labels_are_reported(grouped_manifest, caplog):
+    grouped_manifest.write_text(
+        grouped_manifest.read_text().replace("pearlite_0_0.png,pearlite", "pearlite_0_0.png,perlite")
+    )
+    with caplog.at_level("WARNING"):
+        data = MicrographFolder(grouped_manifest.parent, manifest=grouped_manifest)
+    assert data.class_names == ["ferrite", "pearlite", "perlite"]
+    assert "'pearlite' and 'perlite'" in caplog.text and str(grouped_manifest) in caplog.text
+
+
+def test_images_smaller_than_image_size_are_reported(class_folder, caplog):
+    data = MicrographFolder(class_folder, image_size=64, leakage_check="off", num_folds=2)
+    with caplog.at_level("WARNING"):
+        data.setup("fit")
+    assert "18 image(s) are smaller than image_size=64" in caplog.text

@@ -172,8 +172,23 @@ class MicrographFolder(MicrographDataModule):
                 by_shape.setdefault(shape, path)
             examples = "; ".join(f"{p} is {s[0]}x{s[1]}" for s, p in list(by_shape.items())[:3])
             raise ValueError(f"images have different sizes ({examples}); set data.image_size to resize them")
+        self._warn_small(shapes)
         self._shapes = shapes
         return good
+
+    def _warn_small(self, shapes: dict[Path, tuple[int, ...]]) -> None:
+        """Images (or tiles) smaller than the network input are upscaled: legal, but it invents detail."""
+        side = self.tile_size or self.image_size
+        small = [(p, s) for p, s in shapes.items() if side is not None and min(s) < side]
+        if small and self.tile_size is None:
+            examples = ", ".join(f"{p} ({s[0]}x{s[1]})" for p, s in small[:3])
+            log.warning(
+                "%d image(s) are smaller than image_size=%d and will be upscaled, e.g. %s; lower data.image_size "
+                "if that is not intended",
+                len(small),
+                side,
+                examples,
+            )
 
     def _tiled(self, records: list[Record]) -> list[Record]:
         if self.tile_size is None:

@@ -1,6 +1,8 @@
 """Labelled micrographs on disk: records found in class sub-folders or a CSV manifest, read as a Dataset."""
 
 import csv
+import difflib
+import logging
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -13,6 +15,8 @@ from torch.utils.data import Dataset
 from smalldata_pl.datasets.sampling import split_key
 from smalldata_pl.io.images import IMAGE_SUFFIXES, read_image
 from smalldata_pl.transforms.pipeline import ImagePipeline, sample_seed
+
+log = logging.getLogger(__name__)
 
 # A found file before labelling: (path, label as written, group).
 Row = tuple[Path, str, str]
@@ -75,6 +79,8 @@ def find_records(
     """
     rows = manifest_rows(manifest, root) if manifest is not None else folder_rows(root)
     names = list(class_names) if class_names else sorted({label for _, label, _ in rows}, key=_natural)
+    if not class_names:
+        _warn_near_identical(names, manifest or root)
     records = [Record(path, label_index(label, names, path), group) for path, label, group in rows]
     counts = Counter(r.label for r in records)
     empty = [names[i] for i in range(len(names)) if counts[i] == 0]
@@ -83,6 +89,20 @@ def find_records(
             f"class(es) {empty} have no images in {manifest or root}; add images or drop them from class_names"
         )
     return records, names
+
+
+def _warn_near_identical(names: Sequence[str], where: Path) -> None:
+    """A typo or a case difference in one label silently makes a new class; say so when classes look alike."""
+    for i, first in enumerate(names):
+        for second in names[i + 1 :]:
+            if first.casefold() == second.casefold() or difflib.SequenceMatcher(None, first, second).ratio() > 0.85:
+                log.warning(
+                    "classes %r and %r in %s look alike: if they are one class, fix the labels or give "
+                    "data.class_names, which turns unknown labels into errors",
+                    first,
+                    second,
+                    where,
+                )
 
 
 def folder_rows(root: Path) -> list[Row]:
