@@ -36,11 +36,12 @@ def _own_parameters(cls: type) -> set[str]:
     }
 
 
-@pytest.mark.parametrize("cls", list(FIXED) + [MicrographFolder, ProceduralDataModule], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cls", [*FIXED, MicrographFolder, ProceduralDataModule], ids=lambda c: c.__name__)
 def test_every_parent_option_shows_in_the_parser(cls: type):
     parser = ArgumentParser()
     parser.add_class_arguments(cls, "data")
-    shown = {key.removeprefix("data.") for key in parser.get_defaults().keys() if key.startswith("data.")}
+    keys = parser.get_defaults().keys()  # flattened dotted keys of jsonargparse's Namespace
+    shown = {key.removeprefix("data.") for key in keys if key.startswith("data.")}
     shown = {key.split(".")[0] for key in shown}
     expected = set().union(*(_own_parameters(c) for c in cls.__mro__ if issubclass(c, MicrographDataModule)))
     fixed = set().union(*(FIXED.get(c, set()) for c in cls.__mro__))
