@@ -4,48 +4,51 @@ import numpy as np
 import pytest
 import torch
 from conftest import pattern, write_image
+from scipy import ndimage
 
 from smalldata_pl.cli import main
 from smalldata_pl.datamodules import MicrographFolder, SyntheticGrains
-from smalldata_pl.transforms.augmentation import build_augmentation
 from smalldata_pl.datasets.leakage import LeakageError, find_leaks
-from smalldata_pl.transforms.invariances import LabelInvariances, PhysicsViolationError, check_augmentation
 from smalldata_pl.datasets.splits import fold_indices
+from smalldata_pl.transforms.augmentation import build_augmentation
+from smalldata_pl.transforms.invariances import LabelInvariances, PhysicsViolationError, check_augmentation
 from smalldata_pl.transforms.pipeline import ImagePipeline
 
 
 @pytest.mark.parametrize(
-    "spec",
+    ("spec", "agreement"),
     [
-        "micrograph",
-        [{"HorizontalFlip": {"p": 1.0}}, "RandomRotate90", {"Rotate": {"limit": 20, "p": 1.0}}],
-        {"__class_fullname__": "Compose", "transforms": [{"__class_fullname__": "VerticalFlip", "p": 1.0}]},
+        ("micrograph", 0.9),  # rotation and a resized crop interpolate the image, plus blur and noise
+        ([{"HorizontalFlip": {"p": 1.0}}, "RandomRotate90", {"Rotate": {"limit": 20, "p": 1.0}}], 0.97),
+        ({"__class_fullname__": "Compose", "transforms": [{"__class_fullname__": "VerticalFlip", "p": 1.0}]}, 1.0),
     ],
     ids=["preset", "list", "albumentations_dict"],
 )
-def test_pipelines_keep_masks_aligned_with_images(spec):
+def test_pipelines_keep_masks_aligned_with_images(spec, agreement):
+    """A two-level image of its own mask, warped (interpolated) beside the mask (nearest-neighbour), still matches it.
+
+    Away from label borders (pixels whose 3x3 neighbourhood in the warped mask is one label) the image must sit on
+    its label's side of the threshold: interpolation, blur and noise move values by far less than the 0.6 step,
+    while a one-pixel misalignment of an interpolating pipeline fails several percent of these pixels. Over all
+    pixels only label borders may disagree, as many as the spec's interpolation explains (none for pure flips).
+    """
     rng = np.random.default_rng(0)
-    mask = (rng.random((48, 48)) > 0.5).astype(np.uint8)
-    mask = np.kron(mask[:12, :12], np.ones((4, 4), dtype=np.uint8))
+    mask = np.kron((rng.random((6, 6)) > 0.5).astype(np.uint8), np.ones((8, 8), dtype=np.uint8))
     pipeline = ImagePipeline(1, 48, build_augmentation(spec, 48), (0.0,), (1.0,))
-    for seed in range(5):
+    moved = 0
+    for seed in range(8):
         out = pipeline(0.2 + 0.6 * mask.astype(np.float32), mask=mask, seed=seed)
-        if spec == "micrograph":
-            continue  # photometric noise blurs the threshold; geometry is checked by the other specs
-        agreement = ((out["image"][0] > 0.5).long() == out["mask"]).float().mean()
-        assert agreement > 0.97  # interpolated image edges vs nearest-neighbour mask differ only at borders
-
-
-def test_micrograph_preset_keeps_masks_aligned_through_geometry():
-    mask = np.zeros((48, 48), np.uint8)
-    mask[5:20, 10:40] = 1
-    augment = build_augmentation("micrograph", 48)
-    for seed in range(5):
-        augment.set_random_seed(seed)
-        out = augment(image=(mask * 1.0).astype(np.float32)[:, :, None], mask=mask)
-        inside = out["image"][..., 0][out["mask"] == 1].mean()
-        outside = out["image"][..., 0][out["mask"] == 0].mean()
-        assert inside > outside + 0.5
+        image, warped = out["image"][0].numpy(), out["mask"].numpy()
+        assert set(np.unique(warped)) <= {0, 1}  # nearest-neighbour: no interpolated labels
+        moved += not np.array_equal(warped, mask)
+        inside = ndimage.minimum_filter(warped, 3) == 1
+        outside = ndimage.maximum_filter(warped, 3) == 0
+        assert inside.sum() > 100 and outside.sum() > 100, seed
+        threshold = (np.median(image[inside]) + np.median(image[outside])) / 2
+        assert (image[inside] > threshold).mean() >= 0.98, seed
+        assert (image[outside] < threshold).mean() >= 0.98, seed
+        assert ((image > threshold) == (warped == 1)).mean() >= agreement, seed
+    assert moved >= 6  # the geometry really changed the masks, so this is not the agreement of untouched inputs
 
 
 def test_unknown_preset_and_transform_are_named():

@@ -1,9 +1,12 @@
 import csv
+from pathlib import Path
 
 import pytest
 from conftest import write_manifest_config
 
 from smalldata_pl.cli import main
+
+SMOKE = str(Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml")
 
 
 @pytest.mark.slow
@@ -48,8 +51,12 @@ def test_study_writes_curve_and_resumes_without_redoing_points(tmp_path, grouped
 
 
 def test_unknown_strategy_is_named():
-    with pytest.raises(ValueError, match="unknown strategies"):
-        main(["study", "--strategies", "magic"])
+    # The study parses the whole training config first, so a valid one is given to reach the strategy check.
+    with pytest.raises(ValueError, match=r"unknown strategies \['magic'\]") as error:
+        main(["study", "-c", SMOKE, "--strategies", "staged,magic"])
+    message = str(error.value)
+    assert "'staged'" not in message.split(";")[0]  # only the bad name is reported as unknown
+    assert all(name in message for name in ("scratch", "linear_probe", "staged_aug"))  # the choices are listed
 
 
 def test_shards_split_the_points_without_overlap_or_gaps():
@@ -60,4 +67,4 @@ def test_shards_split_the_points_without_overlap_or_gaps():
     shards = [points[i::4] for i in range(4)]
     assert sorted(map(str, (p for shard in shards for p in shard))) == sorted(map(str, points))
     with pytest.raises(ValueError, match="--shard"):
-        main(["study", "--shard", "4/4"])
+        main(["study", "-c", SMOKE, "--shard", "4/4"])
