@@ -139,3 +139,12 @@ def test_images_smaller_than_image_size_are_reported(class_folder, caplog):
     with caplog.at_level("WARNING"):
         data.setup("fit")
     assert "18 image(s) are smaller than image_size=64" in caplog.text
+
+
+def test_a_second_setup_on_the_same_split_does_not_rescan(class_folder, monkeypatch):
+    data = MicrographFolder(class_folder, num_folds=2, image_size=32)
+    data.setup("fit")
+    first = data.val_dataset
+    monkeypatch.setattr(data, "_verified", lambda records: pytest.fail("rescanned"))
+    data.setup("predict")
+    assert data.val_dataset is first

@@ -91,6 +91,11 @@ class MicrographFolder(MicrographDataModule):
 
     # ----------------------------------------------------------------------------------------------- setup
     def setup(self, stage: str) -> None:
+        # The file scan and leakage check cost seconds to minutes; fit then test/predict on the same split
+        # (as cv does per fold) need them once.
+        split_key = (self.num_folds, self.fold, self.split, self.seed, self.train_per_class, self.subsample_seed)
+        if getattr(self, "_prepared_split", None) == split_key:
+            return
         records = self._verified(self.records)
         labels = [r.label for r in records]
         groups = [r.group for r in records]
@@ -106,6 +111,7 @@ class MicrographFolder(MicrographDataModule):
         self.val_dataset = MicrographFolderDataset(val, self.pipeline(None), self.seed)
         self.test_dataset = self.val_dataset
         self.predict_dataset = self.val_dataset
+        self._prepared_split = split_key
 
     def _subsample(self, records: list[Record]) -> list[Record]:
         """At most ``train_per_class`` images per class, taken whole group by whole group in random order."""
