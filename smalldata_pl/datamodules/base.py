@@ -9,7 +9,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
-from smalldata_pl.datasets.sampling import EpochSampler
+from smalldata_pl.datasets.sampling import DistributedEpochSampler, EpochSampler
 from smalldata_pl.transforms.augmentation import build_augmentation
 from smalldata_pl.transforms.invariances import LabelInvariances, check_augmentation
 from smalldata_pl.transforms.pipeline import IMAGENET_MEAN, IMAGENET_STD, ImagePipeline, normalization_stats
@@ -33,6 +33,10 @@ class MicrographDataModule(LightningDataModule, ABC):
         epoch_samples: Least number of training samples per epoch: a smaller training set is drawn in several
             reshuffled passes, each with fresh augmentation, so a subset of five images per class gets as many
             optimisation steps per epoch as the full set. ``None``: one pass.
+
+    Under a distributed strategy the training loader shards each epoch over the ranks itself
+    (:class:`~smalldata_pl.datasets.sampling.DistributedEpochSampler`), so a mid-epoch resume skips exactly
+    what every rank had trained on; evaluation loaders are sharded by Lightning as usual.
     """
 
     # What the labels of this dataset do not depend on; subclasses and configs override it.
@@ -99,11 +103,20 @@ class MicrographDataModule(LightningDataModule, ABC):
         progress = trainer.fit_loop.epoch_loop.batch_progress.current
         # Checkpoints written in on_train_batch_end count the batch just trained as processed, not completed.
         batches = getattr(progress, "processed", progress.completed)
-        return {"epoch": trainer.current_epoch, "batches": batches, "batch_size": self.batch_size}
+        shard = self._shard()
+        replicas = shard[0] if shard else 1
+        return {"epoch": trainer.current_epoch, "batches": batches, "batch_size": self.batch_size, "replicas": replicas}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if state_dict.get("batches"):
-            self._resume_from = (state_dict["epoch"], state_dict["batches"] * state_dict["batch_size"])
+            # Every rank trained `batches` batches of its share; together, a prefix of the epoch's global order.
+            samples = state_dict["batches"] * state_dict["batch_size"] * state_dict.get("replicas", 1)
+            self._resume_from = (state_dict["epoch"], samples)
+
+    def _shard(self) -> tuple[int, int] | None:
+        """``(num_replicas, rank)`` under a distributed strategy, else ``None``."""
+        kwargs = self.trainer.distributed_sampler_kwargs if self.trainer is not None else None
+        return (int(kwargs["num_replicas"]), int(kwargs["rank"])) if kwargs else None
 
     def _loader(
         self, dataset: Dataset | None, name: str, train: bool = False, batch_size: int | None = None
@@ -111,7 +124,15 @@ class MicrographDataModule(LightningDataModule, ABC):
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__} has no {name} dataset; was setup() called for this stage?")
         length = len(dataset)  # type: ignore[arg-type]
-        sampler = EpochSampler(length, shuffle=train, seed=self.seed, min_samples=self.epoch_samples if train else None)
+        shard = self._shard() if train else None
+        sampler: EpochSampler
+        if shard:
+            # Sharded here, not by Lightning: its wrapper sizes the shares before a resume shortens the epoch.
+            sampler = DistributedEpochSampler(length, *shard, seed=self.seed, min_samples=self.epoch_samples)
+        else:
+            sampler = EpochSampler(
+                length, shuffle=train, seed=self.seed, min_samples=self.epoch_samples if train else None
+            )
         if train:
             sampler.resume_from, self._resume_from = self._resume_from, None
         drawn = len(sampler)
