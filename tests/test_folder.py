@@ -9,9 +9,9 @@ from conftest import SHARED_DATA, pattern, write_image, write_manifest_config
 
 from smalldata_pl.cli import main
 from smalldata_pl.datamodules import UHCS3, MicrographFolder
+from smalldata_pl.datasets.splits import GroupLeakError, check_no_group_leak, fold_indices
 from smalldata_pl.datasets.uhcs3 import download_uhcs3
 from smalldata_pl.io.images import ImageReadError, read_image
-from smalldata_pl.datasets.splits import GroupLeakError, check_no_group_leak, fold_indices
 from smalldata_pl.transforms.pipeline import normalization_stats
 
 REPO = Path(__file__).resolve().parents[1]

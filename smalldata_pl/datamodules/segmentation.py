@@ -1,5 +1,6 @@
 """Real image/mask pairs from a manifest: checked masks, random training crops, whole-image evaluation."""
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -9,9 +10,12 @@ import torch
 from torch.utils.data import Dataset
 
 from smalldata_pl.datamodules.base import MicrographDataModule
-from smalldata_pl.datasets.segmentation import MaskRecord, SegmentationDataset, read_mask_manifest
+from smalldata_pl.datasets.segmentation import MaskRecord, SegmentationDataset, check_records, read_mask_manifest
 from smalldata_pl.datasets.splits import check_no_group_leak, fold_indices
 from smalldata_pl.transforms.invariances import LabelInvariances
+from smalldata_pl.transforms.pipeline import IGNORE_INDEX
+
+log = logging.getLogger(__name__)
 
 
 class SegmentationFolder(MicrographDataModule):
@@ -19,6 +23,10 @@ class SegmentationFolder(MicrographDataModule):
 
     Splits are group K-fold, or an upstream split named in an ``official_splits`` column
     (``Name:train;Other:val``). Training uses random crops of ``crop_size``; evaluation uses whole images.
+    ``setup`` reads every image and mask of the train, validation and test splits once and fails on the first
+    bad mask, so a broken validation mask stops the run before the first training step, not after an epoch.
+    An image smaller than ``crop_size`` is padded: its padding is ``IGNORE_INDEX`` in the mask, which the loss
+    and the metrics skip, and ``setup`` logs a warning naming it.
 
     Args:
         root: Folder the manifest paths are relative to.
@@ -60,6 +68,7 @@ class SegmentationFolder(MicrographDataModule):
         self.crops_per_image = crops_per_image
         self.records = read_mask_manifest(self.manifest, self.root)
         self.split = "group"
+        self._image_sizes: dict[MaskRecord, tuple[int, int]] = {}  # records already checked: setup runs per stage
 
     def _split_records(self) -> tuple[list[MaskRecord], list[MaskRecord], list[MaskRecord]]:
         if self.official_split:
@@ -81,8 +90,10 @@ class SegmentationFolder(MicrographDataModule):
         if self.train_limit is not None:
             train = train[: self.train_limit]
         check_no_group_leak([r.group for r in train], [r.group for r in val])
+        self._check(train, val, test)
         extra = self.train_augmentation(self.augmentation)
-        crop = A.RandomCrop(self.crop_size, self.crop_size, pad_if_needed=True, p=1.0)
+        # Padding is image 0 and mask IGNORE_INDEX: never trained or scored as class 0.
+        crop = A.RandomCrop(self.crop_size, self.crop_size, pad_if_needed=True, fill=0, fill_mask=IGNORE_INDEX, p=1.0)
         augment = A.Compose([crop, *(extra.transforms if extra is not None else [])])
         self.train_dataset = SegmentationDataset(
             train, self.pipeline(augment), self.num_classes, self.seed, self.crops_per_image
@@ -90,6 +101,21 @@ class SegmentationFolder(MicrographDataModule):
         self.val_dataset = SegmentationDataset(val, self.pipeline(None), self.num_classes, self.seed)
         self.test_dataset = SegmentationDataset(test, self.pipeline(None), self.num_classes, self.seed)
         self.predict_dataset = self.test_dataset
+
+    def _check(self, train: list[MaskRecord], val: list[MaskRecord], test: list[MaskRecord]) -> None:
+        unchecked = [r for r in dict.fromkeys([*train, *val, *test]) if r not in self._image_sizes]
+        self._image_sizes.update(check_records(unchecked, self.num_classes))
+        for record in dict.fromkeys(train):
+            height, width = self._image_sizes[record]
+            if record in unchecked and min(height, width) < self.crop_size:
+                log.warning(
+                    "image %s is %dx%d, smaller than crop_size=%d: its training crops are padded, and the padding "
+                    "is ignored by the loss and the metrics (set a smaller data.crop_size to avoid padding)",
+                    record.image,
+                    height,
+                    width,
+                    self.crop_size,
+                )
 
     def val_dataloader(self) -> torch.utils.data.DataLoader:
         return self._whole_images(self.val_dataset)

@@ -1,11 +1,11 @@
 """Image/mask pairs on disk: manifest records, checked masks and the segmentation Dataset."""
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from smalldata_pl.datasets.folder import read_manifest
@@ -28,11 +28,21 @@ def read_mask(path: Path, num_classes: int, image_shape: tuple[int, ...], image_
     """Read a class-index mask and check it against the class list and its image.
 
     Raises:
-        ValueError: If the mask's size differs from the image's, or it holds a value outside the classes.
+        ValueError: If the mask cannot be read, has several channels, differs in size from its image, or holds a
+            value outside the classes; the message names the mask, its image and the fix.
     """
-    mask = np.asarray(Image.open(path))
+    try:
+        with Image.open(path) as opened:
+            mask = np.asarray(opened)
+    except (OSError, UnidentifiedImageError) as error:
+        raise ValueError(
+            f"cannot read mask {path} (of image {image_path}): {error}; re-export it as a single-channel PNG"
+        ) from error
     if mask.ndim == 3:
-        raise ValueError(f"mask {path} has {mask.shape[2]} channels; store class indices as a single-channel PNG")
+        raise ValueError(
+            f"mask {path} (of image {image_path}) has {mask.shape[2]} channels; "
+            "store class indices as a single-channel (greyscale or palette) PNG"
+        )
     if mask.shape != tuple(image_shape[:2]):
         raise ValueError(
             f"mask {path} is {mask.shape[0]}x{mask.shape[1]} but image {image_path} is "
@@ -41,10 +51,28 @@ def read_mask(path: Path, num_classes: int, image_shape: tuple[int, ...], image_
     unknown = sorted(set(np.unique(mask).tolist()) - set(range(num_classes)))
     if unknown:
         raise ValueError(
-            f"mask {path} contains value(s) {unknown} outside the {num_classes} classes 0..{num_classes - 1}; "
-            "fix the mask or extend class_names"
+            f"mask {path} (of image {image_path}) contains value(s) {unknown} outside the {num_classes} classes "
+            f"0..{num_classes - 1}; fix the mask or extend class_names"
         )
     return mask.astype(np.int64)
+
+
+def check_records(records: Iterable[MaskRecord], num_classes: int) -> dict[MaskRecord, tuple[int, int]]:
+    """Read every image and mask once and check each pair, so a bad file fails before training starts.
+
+    Returns:
+        The ``(height, width)`` of each record's image.
+
+    Raises:
+        ValueError: For the first bad mask (see :func:`read_mask`).
+        ImageReadError: For an unreadable image.
+    """
+    sizes = {}
+    for record in records:
+        shape = read_image(record.image).shape
+        read_mask(record.mask, num_classes, shape, record.image)
+        sizes[record] = (int(shape[0]), int(shape[1]))
+    return sizes
 
 
 class SegmentationDataset(Dataset):

@@ -10,13 +10,14 @@ import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
 from timm.models import group_parameters
 from torch import nn
-from torchmetrics.classification import MulticlassJaccardIndex
 from typing_extensions import override
 
 from smalldata_pl.models.backbone import create_backbone
-from smalldata_pl.models.losses import boundary_f1, segmentation_loss
+from smalldata_pl.models.losses import segmentation_loss
+from smalldata_pl.models.metrics import BoundaryF1, ClassIoU
 from smalldata_pl.models.unet import UNetDecoder, sliding_window
 from smalldata_pl.tasks.base import TransferModule
+from smalldata_pl.transforms.pipeline import IGNORE_INDEX
 
 
 class MicrographSegmenter(TransferModule):
@@ -25,6 +26,11 @@ class MicrographSegmenter(TransferModule):
     Parameter groups: the encoder's ``stem``, ``stage1`` … (timm's coarse groups), then ``decoder`` and
     ``head``, so StagedUnfreezing works unchanged. Inputs of any size are padded to the encoder's stride and
     cropped back; ``tile_size`` switches evaluation and prediction to sliding-window inference.
+
+    Mask pixels equal to ``IGNORE_INDEX`` (crop padding) count in neither the loss nor the metrics.
+    ``{split}/miou`` is the mean IoU over the classes present in prediction or truth that epoch (an absent
+    class logs ``iou_<name>`` as NaN); ``{split}/boundary_f1`` is computed from boundary counts summed over the
+    epoch (see :class:`BoundaryF1`).
 
     Example:
         >>> model = MicrographSegmenter("test_resnet", num_classes=3)
@@ -42,6 +48,7 @@ class MicrographSegmenter(TransferModule):
         loss: ``ce``, ``dice`` or ``ce+dice``.
         class_weights: Cross-entropy class weights (e.g. up-weight a rare phase).
         boundary_class: Class index whose boundary F1 is logged (boundary tasks).
+        boundary_tolerance: Distance in pixels within which a boundary pixel counts as found.
         tile_size: Sliding-window tile side for validation, test and predict; ``None`` = whole image.
         tile_overlap: Overlap of neighbouring tiles in pixels.
         **kwargs: Optimizer, scheduler and warm-up options of :class:`TransferModule`.
@@ -58,6 +65,7 @@ class MicrographSegmenter(TransferModule):
         loss: str = "ce+dice",
         class_weights: Sequence[float] | None = None,
         boundary_class: int | None = None,
+        boundary_tolerance: float = 3,
         tile_size: int | None = None,
         tile_overlap: int = 32,
         **kwargs: Any,
@@ -85,10 +93,12 @@ class MicrographSegmenter(TransferModule):
         self.register_buffer("class_weights", torch.tensor(class_weights, dtype=torch.float) if class_weights else None)
         self.boundary_class = boundary_class
         self.tile_size, self.tile_overlap = tile_size, tile_overlap
-        self.iou: Any = nn.ModuleDict(
-            {
-                f"{s}_": MulticlassJaccardIndex(num_classes, average="none") for s in ("train", "val", "test")
-            }  # keys get a suffix: "train" is a Module method
+        splits = ("train", "val", "test")  # ModuleDict keys get a suffix: "train" is a Module method
+        self.iou: Any = nn.ModuleDict({f"{s}_": ClassIoU(num_classes) for s in splits})
+        self.boundary_f1: Any = nn.ModuleDict(
+            {f"{s}_": BoundaryF1(boundary_class, boundary_tolerance) for s in splits}
+            if boundary_class is not None
+            else {}
         )
 
     @override
@@ -115,17 +125,27 @@ class MicrographSegmenter(TransferModule):
         loss = segmentation_loss(logits, batch["mask"], self.loss_kind, self.class_weights)
         prediction = logits.argmax(dim=1)
         self.iou[f"{split}_"].update(prediction, batch["mask"])
-        self.log(f"{split}/loss", loss, on_step=split == "train", on_epoch=True, prog_bar=True, batch_size=len(logits))
+        # Averaged over DDP ranks, so every rank (and the checkpoint monitor) sees the same value.
+        self.log(
+            f"{split}/loss",
+            loss,
+            on_step=split == "train",
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=len(logits),
+            sync_dist=True,
+        )
         if self.boundary_class is not None:
-            score = boundary_f1(prediction, batch["mask"], self.boundary_class)
-            self.log(f"{split}/boundary_f1", score, on_epoch=True, batch_size=len(logits))
+            metric = self.boundary_f1[f"{split}_"]
+            metric.update(prediction, batch["mask"])
+            self.log(f"{split}/boundary_f1", metric, on_step=False, on_epoch=True)  # computed once per epoch
         if split == "val" and getattr(self, "_first_val_batch", False) and not self.trainer.sanity_checking:
             self._log_overlay(batch["image"], batch["mask"], prediction)
         return loss
 
     def _epoch_end(self, split: str) -> None:
-        per_class = self.iou[f"{split}_"].compute()
-        self.log(f"{split}/miou", per_class.mean())
+        per_class = self.iou[f"{split}_"].compute()  # synced over DDP ranks by torchmetrics
+        self.log(f"{split}/miou", ClassIoU.mean(per_class))
         for name, value in zip(self.class_names, per_class, strict=True):
             self.log(f"{split}/iou_{name}", value)
         self.iou[f"{split}_"].reset()
@@ -169,9 +189,11 @@ class MicrographSegmenter(TransferModule):
         image = images[0, 0].detach().float().cpu()
         image = (image - image.min()) / (image.max() - image.min() + 1e-8)
         palette = torch.tensor(_palette(len(self.class_names)))
+        palette = torch.cat([palette, palette.new_zeros(1, 3)])  # black for unlabelled pixels
+        truth = masks[0].cpu().masked_fill(masks[0].cpu() == IGNORE_INDEX, len(self.class_names))
         rows = [
             image[None].repeat(3, 1, 1),
-            palette[masks[0].cpu()].permute(2, 0, 1),
+            palette[truth].permute(2, 0, 1),
             palette[prediction[0].cpu()].permute(2, 0, 1),
         ]
         self.logger.experiment.add_image("val/image_truth_prediction", torch.cat(rows, dim=2), self.global_step)

@@ -12,6 +12,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # ITU-R 601 luma weights: a grey micrograph fed to an RGB-pretrained stem acts like R = G = B, and timm's
 # in_chans=1 adaptation sums the stem kernels over RGB, so the grey statistics are the luma-weighted ones.
 LUMA = (0.299, 0.587, 0.114)
+# Mask value of pixels without a label, such as the padding around a crop larger than its image: segmentation
+# losses and metrics skip them. PyTorch's cross-entropy default, and never a class index whatever num_classes is.
+IGNORE_INDEX = -100
 
 
 def normalization_stats(
@@ -79,7 +82,8 @@ class ImagePipeline:
         """Transform a float image in [0, 1] (and its mask); ``seed`` fixes the augmentation draw.
 
         Returns:
-            ``{"image": float32 [C, H, W]}`` plus ``"mask"`` (int64 ``[H, W]``) when a mask was given.
+            ``{"image": float32 [C, H, W]}`` plus ``"mask"`` (int64 ``[H, W]``) when a mask was given; padding
+            added by the augmentation carries whatever ``fill_mask`` it was given (``IGNORE_INDEX`` for crops).
         """
         data: dict[str, np.ndarray] = {"image": to_channels(image.astype(np.float32), self.in_chans)}
         if mask is not None:
