@@ -18,6 +18,7 @@ DESCRIPTION = """smalldata_pl: deep learning on small materials-science image da
 Lightning subcommands (each takes -c CONFIG.yaml, repeatable; later files override earlier ones):
   fit, validate, test, predict
 The framework's own commands (run `smalldata COMMAND --help`):
+  apply       a trained checkpoint on new micrographs (no config): predictions, masks, reports
   cv          every cross-validation fold with a fresh model, plus a mean +- std summary
   cv-report   aggregate fold runs that ran as separate jobs
   audit       find the same micrograph (flipped, rotated, cropped, re-exposed) across train/validation

@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from smalldata_pl.cli.apply import apply_command
 from smalldata_pl.cli.audit import audit_command
 from smalldata_pl.cli.augment import augment_command
 from smalldata_pl.cli.cv import cv_command
@@ -17,6 +18,7 @@ from smalldata_pl.cli.study import study_command
 from smalldata_pl.cli.synth import synth_command
 
 COMMANDS: dict[str, Callable[[Sequence[str]], object]] = {
+    "apply": apply_command,
     "cv": cv_command,
     "cv-report": cv_report_command,
     "audit": audit_command,

@@ -1,6 +1,7 @@
 """Shared parsing for the framework's own commands: config files, ``--print_config`` and run factories."""
 
 import dataclasses
+import typing
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,7 +24,11 @@ def command_parser(prog: str, description: str, options: type, positional: Seque
     parser.add_argument("-c", "--config", action=ActionConfigFile, help="YAML file with the options below")
     fields = {f.name: f for f in dataclasses.fields(options)}
     for name in positional:
-        parser.add_argument(name, type=fields[name].type)
+        kind = fields[name].type
+        if typing.get_origin(kind) is list:  # a positional list takes one or more values
+            parser.add_argument(name, type=typing.get_args(kind)[0], nargs="+")
+        else:
+            parser.add_argument(name, type=kind)
     parser.add_class_arguments(options, nested_key=None, as_group=False, skip=set(positional))
     return parser
 

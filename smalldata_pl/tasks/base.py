@@ -1,5 +1,6 @@
 """Shared LightningModule machinery: named layer groups, the optimizer built once over all of them."""
 
+import dataclasses
 import random
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -80,6 +81,29 @@ class TransferModule(LightningModule):
             "numpy": _numpy_state_to_plain(np.random.get_state()),
             "python": random.getstate(),
         }
+        checkpoint["preprocessing"] = self.preprocessing()
+
+    def preprocessing(self) -> dict[str, Any]:
+        """What applying this model to a new image needs, taken from the training DataModule.
+
+        The task class, class names, channels, normalisation, input size or crop, tiling and declared invariances.
+        Stored in every checkpoint, so a checkpoint alone can be applied (see ``smalldata apply``).
+        """
+        info: dict[str, Any] = {"task": f"{type(self).__module__}.{type(self).__qualname__}"}
+        if getattr(self, "class_names", None) is not None:
+            info["class_names"] = list(self.class_names)  # type: ignore[arg-type]
+        data = getattr(self._trainer, "datamodule", None)
+        for key in ("in_chans", "image_size", "crop_size", "tile_size", "tile_stride"):
+            value = getattr(data, key, None)
+            if value is not None:
+                info[key] = value
+        for key in ("mean", "std"):
+            if getattr(data, key, None) is not None:
+                info[key] = [float(v) for v in getattr(data, key)]
+        invariances = getattr(data, "invariances", None)
+        if dataclasses.is_dataclass(invariances) and not isinstance(invariances, type):
+            info["invariances"] = dataclasses.asdict(invariances)
+        return info
 
     @override
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

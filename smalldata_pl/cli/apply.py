@@ -1,0 +1,79 @@
+"""``smalldata apply``: a trained checkpoint on new micrographs, no config needed."""
+
+import glob
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from smalldata_pl.cli.options import command_parser, parse_options
+from smalldata_pl.inference.reports import apply_to_images
+from smalldata_pl.io.images import IMAGE_SUFFIXES
+
+
+@dataclass
+class ApplyOptions:
+    """Options of ``smalldata apply``.
+
+    Args:
+        checkpoint: A checkpoint of ``smalldata fit`` (classifier or segmenter).
+        inputs: Image files, folders (searched recursively) or glob patterns.
+        out: Output folder; must be empty or new unless ``overwrite``.
+        labels: CSV ``file,label`` with the true classes (paths relative to the CSV): adds true class, a correct
+            flag, accuracy, macro-F1 and a confusion matrix (classification).
+        device: ``cpu`` or ``cuda``.
+        batch_size: Tiles per forward pass.
+        overwrite: Clear a non-empty output folder first.
+    """
+
+    checkpoint: str
+    inputs: list[str]
+    out: str = "applied"
+    labels: str | None = None
+    device: str = "cpu"
+    batch_size: int = 8
+    overwrite: bool = False
+
+
+def expand_inputs(inputs: Sequence[str]) -> list[tuple[Path, str]]:
+    """Every image named by files, folders (recursively) and globs, each with the name its outputs get.
+
+    Names keep the path below the folder or glob root, so equal file names in different folders stay apart.
+    """
+    found: dict[Path, str] = {}
+    for item in inputs:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            for file in sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
+                found.setdefault(file, str(file.relative_to(path)))
+        elif path.is_file():
+            found.setdefault(path, path.name)
+        else:
+            matches = sorted(Path(m) for m in glob.glob(item, recursive=True))
+            if not matches:
+                raise FileNotFoundError(f"input {item} is no file, folder or matching glob pattern")
+            for file in matches:
+                found.setdefault(file, file.name)
+    names = list(found.values())
+    clashes = sorted({n for n in names if names.count(n) > 1})
+    if clashes:
+        raise ValueError(f"several inputs would write the same outputs {clashes[:3]}; pass their common folder")
+    return list(found.items())
+
+
+def apply_command(argv: Sequence[str]) -> Path:
+    """``smalldata apply CHECKPOINT INPUT... --out DIR [--labels labels.csv]``."""
+    parser = command_parser(
+        "smalldata apply",
+        "Apply a trained checkpoint to new micrographs: predictions.csv for classifiers (with --labels also "
+        "accuracy, macro-F1 and a confusion matrix), palette mask PNGs, overlays and area fractions for segmenters. "
+        "Unreadable files are reported and skipped.",
+        ApplyOptions,
+        ["checkpoint", "inputs"],
+    )
+    o = parse_options(parser, ApplyOptions, argv)
+    out = Path(o.out)
+    summary = apply_to_images(
+        o.checkpoint, expand_inputs(o.inputs), out, o.labels, o.device, o.batch_size, overwrite=o.overwrite
+    )
+    print(summary)
+    return out

@@ -1,0 +1,164 @@
+"""What ``apply`` writes: predictions.csv, scores against known labels, palette masks, overlays, area fractions."""
+
+import json
+import logging
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+from tqdm import tqdm
+
+from smalldata_pl.datasets.folder import read_manifest
+from smalldata_pl.inference.predictor import Prediction, load_predictor
+from smalldata_pl.io.images import ImageReadError, read_image
+from smalldata_pl.io.tables import write_csv
+
+log = logging.getLogger(__name__)
+
+# Distinct colours for class indices 0, 1, 2 …; class 0 (often matrix or grain interior) is black.
+PALETTE = [(0, 0, 0), (230, 25, 75), (60, 180, 75), (0, 130, 200), (255, 225, 25), (145, 30, 180), (70, 240, 240)]
+
+
+def prepare_output(out: Path, overwrite: bool) -> None:
+    """Create ``out``; a non-empty folder is refused unless ``overwrite``, which clears it first."""
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"output folder {out} is not empty; choose a new folder or pass --overwrite")
+        shutil.rmtree(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OSError(f"cannot create output folder {out}: {error}; choose a writable --out") from error
+
+
+def apply_to_images(
+    checkpoint: str | Path,
+    images: Sequence[tuple[Path, str]],
+    out: Path,
+    labels: str | Path | None = None,
+    device: str = "cpu",
+    batch_size: int = 8,
+    overwrite: bool = False,
+) -> str:
+    """Predict every image and write the reports into ``out``; returns a one-paragraph summary.
+
+    Args:
+        checkpoint: A smalldata_pl checkpoint.
+        images: ``(path, output name)`` pairs (see ``expand_inputs`` of the apply command).
+        out: Output folder.
+        labels: CSV ``file,label`` of true classes, paths relative to the CSV (classification).
+        device: Where to run the model.
+        batch_size: Tiles per forward pass.
+        overwrite: Clear a non-empty ``out`` first.
+    """
+    predictor = load_predictor(checkpoint, device, batch_size)
+    prepare_output(out, overwrite)
+    predictions: list[tuple[Prediction, str]] = []
+    skipped = []
+    for path, name in tqdm(images, desc="apply", unit="image"):
+        try:
+            predictions.append((predictor.predict(path), name))
+        except ImageReadError as error:
+            log.warning("skipping %s", error)
+            skipped.append({"file": str(path), "reason": str(error)})
+    if skipped:
+        write_csv(out / "skipped.csv", skipped, ["file", "reason"])
+    if predictor.segmentation:
+        _write_segmentation(predictions, predictor.class_names, out)
+    else:
+        _write_classification(predictions, predictor.class_names, out, labels)
+    lines = [f"{len(predictions)} image(s) predicted into {out}"]
+    if skipped:
+        lines.append(f"{len(skipped)} unreadable, skipped (listed in {out / 'skipped.csv'}):")
+        lines += [f"  {row['file']}" for row in skipped]
+    if (out / "metrics.json").is_file():
+        lines.append((out / "metrics.json").read_text().strip())
+    return "\n".join(lines)
+
+
+def _write_classification(
+    predictions: list[tuple[Prediction, str]], class_names: list[str], out: Path, labels: str | Path | None
+) -> None:
+    truth = _read_labels(Path(labels), class_names) if labels else {}
+    rows = []
+    scored: list[tuple[int, int]] = []
+    for prediction, _ in predictions:
+        assert prediction.probabilities is not None
+        index = int(np.argmax(prediction.probabilities))
+        row: dict[str, object] = {
+            "file": prediction.source,
+            "prediction": class_names[index],
+            "tiles": prediction.tiles,
+        }
+        row.update({f"p_{n}": round(float(p), 6) for n, p in zip(class_names, prediction.probabilities, strict=True)})
+        true = truth.get(Path(prediction.source).resolve())
+        if labels:
+            row["true"] = class_names[true] if true is not None else ""
+            row["correct"] = "" if true is None else int(true == index)
+            if true is not None:
+                scored.append((true, index))
+        rows.append(row)
+    write_csv(out / "predictions.csv", rows)
+    if scored:
+        _write_scores(scored, class_names, out)
+
+
+def _read_labels(manifest: Path, class_names: list[str]) -> dict[Path, int]:
+    truth = {}
+    for line, row in enumerate(read_manifest(manifest, ("file", "label")), start=2):
+        if row["label"] not in class_names:
+            raise ValueError(f"{manifest}:{line}: label {row['label']!r} is not one of the model's {class_names}")
+        truth[(manifest.parent / row["file"]).resolve()] = class_names.index(row["label"])
+    return truth
+
+
+def _write_scores(scored: list[tuple[int, int]], class_names: list[str], out: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    target, predicted = (torch.tensor(v) for v in zip(*scored, strict=True))
+    k = len(class_names)
+    metrics = {
+        "images": len(scored),
+        "accuracy": float(MulticlassAccuracy(k, average="micro")(predicted, target)),
+        "macro_f1": float(MulticlassF1Score(k, average="macro")(predicted, target)),
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    confusion = MulticlassConfusionMatrix(k)
+    confusion.update(predicted, target)
+    figure, _ = confusion.plot(labels=class_names)
+    figure.savefig(out / "confusion_matrix.png", dpi=120, bbox_inches="tight")
+    plt.close(figure)
+
+
+def _write_segmentation(predictions: list[tuple[Prediction, str]], class_names: list[str], out: Path) -> None:
+    palette = [c for colour in (PALETTE * (len(class_names) // len(PALETTE) + 1))[:256] for c in colour]
+    rows = []
+    for prediction, name in predictions:
+        assert prediction.mask is not None
+        mask = prediction.mask.astype(np.uint8)
+        target = (out / "masks" / name).with_suffix(".png")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        image = Image.fromarray(mask, mode="P")
+        image.putpalette(palette)  # class indices stay the pixel values; viewers show the colours
+        image.save(target)
+        overlay = (out / "overlays" / name).with_suffix(".png")
+        overlay.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(_overlay(read_image(prediction.source), mask, palette)).save(overlay)
+        counts = np.bincount(mask.ravel(), minlength=len(class_names))
+        row: dict[str, object] = {"file": prediction.source, "mask": str(target.relative_to(out))}
+        row.update({f"fraction_{n}": round(float(c) / mask.size, 6) for n, c in zip(class_names, counts, strict=False)})
+        rows.append(row)
+    write_csv(out / "areas.csv", rows)
+
+
+def _overlay(image: np.ndarray, mask: np.ndarray, palette: list[int]) -> np.ndarray:
+    """The micrograph in grey with each class's colour blended at 40 %; class 0 left uncoloured."""
+    grey = image if image.ndim == 2 else image[:, :, :3].mean(axis=2)
+    rgb = np.repeat(grey[:, :, None], 3, axis=2) * 255
+    colours = np.asarray(palette, dtype=np.float64).reshape(-1, 3)[mask]
+    blended = np.where(mask[:, :, None] > 0, 0.6 * rgb + 0.4 * colours, rgb)
+    return blended.round().clip(0, 255).astype(np.uint8)

@@ -1,0 +1,114 @@
+"""`smalldata apply` and `load_predictor`: a checkpoint alone applied to new, unlabelled micrographs."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import pattern, write_image, write_manifest_config
+from PIL import Image
+
+from smalldata_pl.cli import main
+from smalldata_pl.inference import load_predictor
+
+
+def _last_checkpoint() -> Path:
+    return next(Path("lightning_logs").rglob("last.ckpt"))
+
+
+@pytest.fixture
+def classifier_checkpoint(tmp_path, grouped_manifest) -> Path:
+    config = write_manifest_config(tmp_path / "config.yaml", grouped_manifest, max_epochs=1, num_folds=2)
+    main(["fit", "-c", str(config), "--data.init_args.leakage_check=off"])
+    return _last_checkpoint()
+
+
+def _new_micrographs(folder: Path) -> list[Path]:
+    """Unlabelled images of mixed sizes in two sub-folders with a repeated file name, plus one corrupt file."""
+    rng = np.random.default_rng(7)
+    files = [
+        write_image(folder / "a" / "x.png", pattern(0, 48, rng)),
+        write_image(folder / "b" / "x.png", pattern(1, 32, rng)),
+        write_image(folder / "b" / "wide.tif", pattern(1, 64, rng)[:40]),
+    ]
+    (folder / "b" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    return files
+
+
+def test_apply_classifier_writes_a_row_per_readable_image_and_names_the_bad_one(
+    classifier_checkpoint, tmp_path, capsys
+):
+    good = _new_micrographs(tmp_path / "new")
+    main(["apply", str(classifier_checkpoint), str(tmp_path / "new"), "--out", str(tmp_path / "out")])
+    with (tmp_path / "out" / "predictions.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted(r["file"] for r in rows) == sorted(str(p) for p in good)
+    for row in rows:
+        probabilities = [float(row["p_ferrite"]), float(row["p_pearlite"])]
+        assert abs(sum(probabilities) - 1) < 1e-4
+        assert row["prediction"] == ["ferrite", "pearlite"][int(np.argmax(probabilities))]
+    skipped = (tmp_path / "out" / "skipped.csv").read_text()
+    assert "broken.png" in skipped and "broken.png" in capsys.readouterr().out
+
+
+def test_apply_refuses_a_non_empty_output_folder(classifier_checkpoint, tmp_path):
+    _new_micrographs(tmp_path / "new")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        main(["apply", str(classifier_checkpoint), str(tmp_path / "new"), "--out", str(tmp_path / "out")])
+    assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
+
+
+def test_apply_with_labels_scores_the_images(classifier_checkpoint, grouped_manifest, tmp_path):
+    out = tmp_path / "scored"
+    main(["apply", str(classifier_checkpoint), str(grouped_manifest.parent / "img"), "--out", str(out),
+          "--labels", str(grouped_manifest)])  # fmt: skip
+    with (out / "predictions.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 20 and all(r["true"] in ("ferrite", "pearlite") for r in rows)
+    correct = [int(r["correct"]) for r in rows]
+    assert all(c == int(r["true"] == r["prediction"]) for c, r in zip(correct, rows, strict=True))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["images"] == 20 and metrics["accuracy"] == pytest.approx(np.mean(correct))
+    assert (out / "confusion_matrix.png").stat().st_size > 0
+
+
+def test_python_predictor_gives_the_same_answer_for_a_file_and_its_array(classifier_checkpoint, tmp_path):
+    path = write_image(tmp_path / "one.png", pattern(2, 40, np.random.default_rng(3)))
+    predictor = load_predictor(classifier_checkpoint)
+    from_file = predictor.predict(path).probabilities
+    from_array = predictor.predict(np.asarray(Image.open(path))).probabilities
+    assert from_file is not None and from_array is not None
+    np.testing.assert_allclose(from_file, from_array, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_apply_segmenter_on_images_larger_than_its_crop(tmp_path):
+    config = tmp_path / "seg.yaml"
+    config.write_text(
+        """
+trainer: {max_epochs: 1, accelerator: cpu, enable_progress_bar: false, enable_model_summary: false}
+model:
+  class_path: smalldata_pl.tasks.MicrographSegmenter
+  init_args: {backbone: test_resnet, tile_overlap: 8}
+data:
+  class_path: smalldata_pl.datamodules.SyntheticGrainBoundaries
+  init_args: {train_size: 8, val_size: 4, test_size: 4, image_size: 32, batch_size: 4}
+"""
+    )
+    main(["fit", "-c", str(config)])
+    rng = np.random.default_rng(0)
+    write_image(tmp_path / "big" / "large.png", (rng.random((90, 70)) * 255).astype(np.uint8))
+    predictor = load_predictor(_last_checkpoint())
+    assert predictor.predict(tmp_path / "big" / "large.png").tiles > 1  # windows of the 32 px training size
+    main(["apply", str(_last_checkpoint()), str(tmp_path / "big"), "--out", str(tmp_path / "out")])
+    mask = Image.open(tmp_path / "out" / "masks" / "large.png")
+    assert mask.mode == "P" and mask.size == (70, 90)
+    assert set(np.unique(np.asarray(mask)).tolist()) <= {0, 1}
+    assert Image.open(tmp_path / "out" / "overlays" / "large.png").size == (70, 90)
+    with (tmp_path / "out" / "areas.csv").open() as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert float(row["fraction_grain"]) + float(row["fraction_boundary"]) == pytest.approx(1.0, abs=1e-5)
+    assert float(row["fraction_boundary"]) == pytest.approx(np.mean(np.asarray(mask) == 1), abs=1e-5)
