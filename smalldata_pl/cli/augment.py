@@ -13,15 +13,20 @@ class AugmentOptions:
     """Options of ``smalldata augment``; the data and its augmentation come from ``smalldata fit`` options.
 
     Writes N augmented copies of every image of a folder DataModule (its training augmentation) plus
-    manifest.csv (file,label,group,source); each copy keeps its source's group.
+    manifest.csv: ``file,label,group,source`` for classification, ``image,mask,group,source`` for segmentation
+    (image and mask transformed together). Each copy keeps its source's group and is named by its source's
+    path relative to the data root.
 
     Args:
         copies: Augmented copies per image.
-        out: Target folder.
+        out: Target folder; it must be empty unless ``overwrite``.
+        overwrite: Delete what ``out`` holds before writing (``--overwrite true``); otherwise a non-empty
+            ``out`` is refused.
     """
 
     copies: int = 4
     out: str = "augmented"
+    overwrite: bool = False
 
 
 def augment_command(argv: Sequence[str]) -> Path:
@@ -34,7 +39,15 @@ def augment_command(argv: Sequence[str]) -> Path:
     augment = datamodule.train_augmentation(getattr(datamodule, "augmentation", None))  # type: ignore[attr-defined]
     if augment is None:
         raise ValueError("the DataModule has no training augmentation; set data.init_args.augmentation")
-    class_names = datamodule.class_names  # type: ignore[attr-defined]
-    manifest = write_augmented(records, augment, class_names, options.copies, Path(options.out), datamodule.seed)  # type: ignore[attr-defined]
+    manifest = write_augmented(
+        records,
+        augment,
+        datamodule.class_names,  # type: ignore[attr-defined]
+        options.copies,
+        Path(options.out),
+        datamodule.seed,  # type: ignore[attr-defined]
+        root=getattr(datamodule, "root", None),
+        overwrite=options.overwrite,
+    )
     print(f"wrote {options.copies * len(records)} augmented images and {manifest}")
     return manifest

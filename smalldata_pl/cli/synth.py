@@ -16,11 +16,13 @@ class SynthOptions:
     Args:
         kind: ``grains`` (class folders), ``boundaries`` or ``precipitates`` (images, masks, manifest).
         count: Samples to write.
-        out: Target folder.
+        out: Target folder; it must be empty unless ``overwrite``.
         size: Image side in pixels.
         imaging: Imaging preset (``clean``, ``optical``, ``sem_se``, ``sem_bse``); default per kind.
         seed: Generator seed.
         bits: 8 (PNG) or 16 (TIFF) bits per pixel.
+        overwrite: Delete what ``out`` holds before writing (``--overwrite true``); otherwise a non-empty
+            ``out`` is refused.
     """
 
     kind: Literal["grains", "boundaries", "precipitates"] = "grains"
@@ -30,6 +32,7 @@ class SynthOptions:
     imaging: str | None = None
     seed: int = 0
     bits: Literal[8, 16] = 8
+    overwrite: bool = False
 
 
 def synth_command(argv: Sequence[str]) -> Path:
@@ -41,6 +44,6 @@ def synth_command(argv: Sequence[str]) -> Path:
         SynthOptions,
     )
     o = parse_options(parser, SynthOptions, argv)
-    manifest = write_synthetic(o.kind, o.count, Path(o.out), o.size, o.imaging, o.seed, o.bits)
+    manifest = write_synthetic(o.kind, o.count, Path(o.out), o.size, o.imaging, o.seed, o.bits, o.overwrite)
     print(f"wrote {o.count} {o.kind} samples and {manifest}")
     return manifest

@@ -7,8 +7,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from smalldata_pl.datamodules.base import MicrographDataModule
-from smalldata_pl.datasets.folder import MicrographFolderDataset, Record, find_records
+from smalldata_pl.datasets.folder import MicrographFolderDataset, Record, find_records, unlabelled_files
 from smalldata_pl.datasets.leakage import (
     DuplicatePair,
     LeakageError,
@@ -40,8 +42,15 @@ class MicrographFolder(MicrographDataModule):
         manifest: CSV with columns ``file``, ``label`` (class name or index) and optionally ``group``.
         class_names: Classes in index order; ``None`` takes sorted sub-folder names or manifest labels.
         augmentation: Training augmentation: preset name, Albumentations dict, or list of transforms.
-        num_folds: K of the K-fold split.
+        num_folds: K of the K-fold split; ``None`` trains on every labelled image with no validation loop (the
+            final epoch, ``last.ckpt``, is the model).
         fold: Which fold validates (and tests, unless a held-out set is given).
+        test_root: Folder of a labelled held-out set (class sub-folders, or what ``test_manifest`` paths are
+            relative to), scored by ``smalldata test``; no decision during training sees it.
+        test_manifest: CSV ``file,label[,group]`` of the held-out set.
+        predict_root: Folder of unlabelled micrographs for ``smalldata predict`` (searched recursively), or what
+            ``predict_manifest`` paths are relative to. Without it, predict covers the validation fold.
+        predict_manifest: CSV with a ``file`` column listing the images to predict.
         split: ``stratified``, ``group`` or ``stratified_group``.
         tile_size: Cut each micrograph into square tiles of this side (each keeps its source as group).
         tile_stride: Step between tiles; defaults to ``tile_size`` (no overlap).
@@ -61,8 +70,12 @@ class MicrographFolder(MicrographDataModule):
         manifest: str | Path | None = None,
         class_names: Sequence[str] | None = None,
         augmentation: str | dict | list | None = None,
-        num_folds: int = 5,
+        num_folds: int | None = 5,
         fold: int = 0,
+        test_root: str | Path | None = None,
+        test_manifest: str | Path | None = None,
+        predict_root: str | Path | None = None,
+        predict_manifest: str | Path | None = None,
         split: SplitKind = "stratified_group",
         tile_size: int | None = None,
         tile_stride: int | None = None,
@@ -88,9 +101,27 @@ class MicrographFolder(MicrographDataModule):
         self.leakage_check = leakage_check
         self.train_per_class, self.subsample_seed = train_per_class, subsample_seed
         self.skipped: list[str] = []
+        self.held_out = _optional_set(test_root, test_manifest, "test")
+        self.unlabelled = _optional_set(predict_root, predict_manifest, "predict")
+        self._signatures: dict[Path, Signature] = {}
+        self._shapes: dict[Path, tuple[int, ...]] = {}
+        self._held_out_dataset: MicrographFolderDataset | None = None
+        self._unlabelled_dataset: MicrographFolderDataset | None = None
 
     # ----------------------------------------------------------------------------------------------- setup
     def setup(self, stage: str) -> None:
+        self._setup_folds()
+        if stage == "test" and self.held_out is not None and self._held_out_dataset is None:
+            self._held_out_dataset = self._labelled_set(*self.held_out)
+        if stage == "predict" and self.unlabelled is not None and self._unlabelled_dataset is None:
+            root, manifest = self.unlabelled
+            records = self._verified([Record(path, -1, str(path)) for path in unlabelled_files(root, manifest)])
+            self._unlabelled_dataset = MicrographFolderDataset(self._tiled(records), self.pipeline(None), self.seed)
+        self.test_dataset = self._held_out_dataset or self.val_dataset
+        self.predict_dataset = self._unlabelled_dataset or self.val_dataset
+
+    def _setup_folds(self) -> None:
+        """Training and validation sets of the configured fold (or all images), scanned and checked once."""
         # The file scan and leakage check cost seconds to minutes; fit then test/predict on the same split
         # (as cv does per fold) need them once.
         split_key = (self.num_folds, self.fold, self.split, self.seed, self.train_per_class, self.subsample_seed)
@@ -99,7 +130,10 @@ class MicrographFolder(MicrographDataModule):
         records = self._verified(self.records)
         labels = [r.label for r in records]
         groups = [r.group for r in records]
-        train_idx, val_idx = fold_indices(labels, groups, self.num_folds, self.fold, self.split, self.seed)
+        if self.num_folds is None:
+            train_idx, val_idx = np.arange(len(records)), np.arange(0)
+        else:
+            train_idx, val_idx = fold_indices(labels, groups, self.num_folds, self.fold, self.split, self.seed)
         train_records = self._subsample([records[i] for i in train_idx])
         self.check_leakage(train_records, [records[i] for i in val_idx])
         train = self._tiled(train_records)
@@ -108,10 +142,22 @@ class MicrographFolder(MicrographDataModule):
             check_no_group_leak([r.group for r in train], [r.group for r in val])
         augment = self.train_augmentation(self.augmentation)
         self.train_dataset = MicrographFolderDataset(train, self.pipeline(augment), self.seed)
-        self.val_dataset = MicrographFolderDataset(val, self.pipeline(None), self.seed)
-        self.test_dataset = self.val_dataset
-        self.predict_dataset = self.val_dataset
+        self.val_dataset = MicrographFolderDataset(val, self.pipeline(None), self.seed) if val else None
+        self._train_records = train_records
+        self._held_out_dataset = None
+        self._unlabelled_dataset = None
         self._prepared_split = split_key
+
+    def _labelled_set(self, root: Path, manifest: Path | None) -> MicrographFolderDataset:
+        """The held-out test set: the training classes, every file verified, no copy of a training image."""
+        records, _ = find_records(root, manifest, self.class_names, every_class=False)
+        records = self._verified(records)
+        self.check_leakage(self._train_records, records, "test")
+        return MicrographFolderDataset(self._tiled(records), self.pipeline(None), self.seed)
+
+    def val_dataloader(self) -> Any:
+        # No validation loop when training on everything (num_folds: null): Lightning skips an empty list.
+        return [] if self.val_dataset is None else super().val_dataloader()
 
     def _subsample(self, records: list[Record]) -> list[Record]:
         """At most ``train_per_class`` images per class, taken whole group by whole group in random order."""
@@ -134,16 +180,16 @@ class MicrographFolder(MicrographDataModule):
             kept += chosen
         return kept
 
-    def check_leakage(self, train: list[Record], val: list[Record]) -> None:
-        """Stop (or warn) when a validation micrograph is a transformed copy of a training one."""
-        if self.leakage_check == "off":
+    def check_leakage(self, train: list[Record], val: list[Record], other: str = "validation") -> None:
+        """Stop (or warn) when a validation (or test) micrograph is a transformed copy of a training one."""
+        if self.leakage_check == "off" or not val:
             return
         found = find_duplicates([self._signatures[r.path] for r in train], [self._signatures[r.path] for r in val])
         pairs = [DuplicatePair(str(train[i].path), str(val[j].path), score) for i, j, score in found]
         if not pairs:
             return
         message = (
-            f"{len(pairs)} validation image(s) are the same micrograph as a training image (flipped, rotated, "
+            f"{len(pairs)} {other} image(s) are the same micrograph as a training image (flipped, rotated, "
             f"cropped or re-exposed):\n{describe(pairs)}\nGive each pair the same group in the manifest so the "
             "split keeps them together, or set data.leakage_check=warn to accept it."
         )
@@ -156,8 +202,8 @@ class MicrographFolder(MicrographDataModule):
 
         The same read yields the leakage signatures, so the leakage check decodes nothing again.
         """
-        good, shapes = [], {}
-        self._signatures: dict[Path, Signature] = {}
+        good: list[Record] = []
+        shapes: dict[Path, tuple[int, ...]] = {}
         for record in records:
             try:
                 image = read_image(record.path)
@@ -179,7 +225,7 @@ class MicrographFolder(MicrographDataModule):
             examples = "; ".join(f"{p} is {s[0]}x{s[1]}" for s, p in list(by_shape.items())[:3])
             raise ValueError(f"images have different sizes ({examples}); set data.image_size to resize them")
         self._warn_small(shapes)
-        self._shapes = shapes
+        self._shapes.update(shapes)
         return good
 
     def _warn_small(self, shapes: dict[Path, tuple[int, ...]]) -> None:
@@ -209,3 +255,14 @@ class MicrographFolder(MicrographDataModule):
                 for left in range(0, width - size + 1, stride):
                     tiles.append(replace(record, tile=(top, left, size, size)))
         return tiles
+
+
+def _optional_set(root: str | Path | None, manifest: str | Path | None, name: str) -> tuple[Path, Path | None] | None:
+    """``(root, manifest)`` of an optional extra image set; a manifest alone is read relative to its folder."""
+    if root is None and manifest is None:
+        return None
+    manifest_path = Path(manifest).expanduser() if manifest is not None else None
+    folder = Path(root).expanduser() if root is not None else manifest_path.parent  # type: ignore[union-attr]
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{name}_root {folder} does not exist; fix data.{name}_root")
+    return folder, manifest_path

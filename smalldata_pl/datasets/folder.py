@@ -57,12 +57,14 @@ class MicrographFolderDataset(Dataset):
             top, left, height, width = record.tile
             image = image[top : top + height, left : left + width]
         sample = self.pipeline(image, seed=sample_seed(self.seed, epoch, index))
-        sample.update(label=torch.tensor(record.label), group=record.group, path=str(record.path))
+        sample.update(group=record.group, path=str(record.path))
+        if record.label >= 0:  # unlabelled images (prediction sets) carry label -1 and no label key
+            sample["label"] = torch.tensor(record.label)
         return sample
 
 
 def find_records(
-    root: Path, manifest: Path | None, class_names: Sequence[str] | None
+    root: Path, manifest: Path | None, class_names: Sequence[str] | None, every_class: bool = True
 ) -> tuple[list[Record], list[str]]:
     """Find the labelled files (no image is decoded here) and fix the class list.
 
@@ -70,6 +72,7 @@ def find_records(
         root: Folder of class sub-folders, or the folder manifest paths are relative to.
         manifest: CSV ``file,label[,group]``; ``None`` reads ``root/<class>/*``.
         class_names: Classes in index order; ``None`` takes the sorted labels found.
+        every_class: Require an image of every class (a held-out test set may lack one).
 
     Returns:
         The records and the class names in index order.
@@ -84,7 +87,7 @@ def find_records(
     records = [Record(path, label_index(label, names, path), group) for path, label, group in rows]
     counts = Counter(r.label for r in records)
     empty = [names[i] for i in range(len(names)) if counts[i] == 0]
-    if empty:
+    if empty and every_class:
         raise ValueError(
             f"class(es) {empty} have no images in {manifest or root}; add images or drop them from class_names"
         )
@@ -156,6 +159,24 @@ def read_manifest(manifest: Path, required: Sequence[str]) -> list[dict[str, str
     if missing:
         raise ValueError(f"manifest {manifest} lacks column(s) {missing}; need {','.join(required)} (found {fields})")
     return rows
+
+
+def unlabelled_files(root: Path, manifest: Path | None = None) -> list[Path]:
+    """Images to predict: the ``file`` column of a manifest (relative to ``root``), or every image under ``root``."""
+    if manifest is not None:
+        files = []
+        for line, row in enumerate(read_manifest(manifest, ("file",)), start=2):
+            path = root / row["file"]
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"{manifest}:{line}: file {path} does not exist; fix the path or delete the row"
+                )
+            files.append(path)
+        return files
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {root}; set data.predict_root to the folder")
+    return files
 
 
 def label_index(label: str, names: Sequence[str], path: Path) -> int:

@@ -1,5 +1,6 @@
 """Cross-validation: every fold with a fresh model, out-of-fold predictions and the summary."""
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -7,11 +8,16 @@ import torch
 
 from smalldata_pl.evaluation.runs import Run, RunFactory
 from smalldata_pl.evaluation.summary import collect_folds, summarize, write_summary
+from smalldata_pl.io.images import write_label_image
 from smalldata_pl.io.tables import write_csv
 
 
 def run_cross_validation(new_run: RunFactory, cv_dir: Path) -> dict:
     """Fit every fold, save out-of-fold predictions and write the summary files into ``cv_dir``.
+
+    Out-of-fold predictions go to ``oof_predictions.csv``: one row per held-out image with the predicted class
+    and the class probabilities for classifiers; for segmenters the row names the class-index mask PNG written
+    to ``oof_masks/fold_<k>/``. The summary covers every ``val/*`` scalar the task logs.
 
     Args:
         new_run: Builds a fresh run (model, trainer, callbacks) from overrides; called once per fold.
@@ -36,31 +42,54 @@ def run_cross_validation(new_run: RunFactory, cv_dir: Path) -> dict:
         if num_folds < 2:
             raise ValueError(f"{type(run.datamodule).__name__} has no num_folds >= 2; cv needs a fold-aware DataModule")
         run.trainer.fit(run.model, datamodule=run.datamodule)
-        oof_rows += _predictions(run, fold)
+        oof_rows += _predictions(run, fold, cv_dir)
         fold += 1
     _write_rows(cv_dir / "oof_predictions.csv", oof_rows)
-    summary = summarize(collect_folds(cv_dir))
+    summary = summarize(collect_folds(cv_dir, range(num_folds)))
     write_summary(cv_dir, summary)
     return summary
 
 
-def _predictions(run: Run, fold: int) -> list[dict]:
-    """Validation-fold predictions of the final model (no best-epoch selection on the fold it is scored on)."""
+def _predictions(run: Run, fold: int, cv_dir: Path) -> list[dict]:
+    """Validation-fold predictions of the final model (no best-epoch selection on the fold it is scored on).
+
+    Masks (a prediction per pixel) are written as class-index PNGs under ``cv_dir/oof_masks/fold_<fold>/`` and
+    their rows name the file; class predictions get their probabilities in the row.
+    """
     model = run.model
     batches: list[dict[str, Any]] = run.trainer.predict(model, dataloaders=run.datamodule.val_dataloader()) or []  # type: ignore[assignment]
     names = getattr(model, "class_names", None)
-    rows = []
+    mask_dir = cv_dir / "oof_masks" / f"fold_{fold}"
+    shutil.rmtree(mask_dir, ignore_errors=True)  # this fold's masks of an earlier run in the same cv_dir
+    rows: list[dict] = []
     for batch in batches:
-        for i in range(len(batch["prediction"])):
-            row = {"fold": fold, "group": batch["group"][i], "path": batch.get("path", [""] * (i + 1))[i]}
+        predictions: torch.Tensor = batch["prediction"]
+        for i in range(len(predictions)):
+            path = batch["path"][i] if "path" in batch else ""
+            row: dict[str, Any] = {"fold": fold, "group": batch["group"][i], "path": path}
+            if predictions.ndim == 3:  # a class index per pixel
+                mask = mask_dir / _mask_name(path or f"sample_{len(rows)}", mask_dir)
+                write_label_image(mask, predictions[i].cpu().numpy())
+                row["mask"] = mask.relative_to(cv_dir).as_posix()
+                rows.append(row)
+                continue
             if "label" in batch:
                 row["label"] = int(batch["label"][i])
-            row["prediction"] = int(batch["prediction"][i])
+            row["prediction"] = int(predictions[i])
             probabilities: torch.Tensor = batch["probabilities"][i]
             for k, p in enumerate(probabilities.tolist()):
                 row[f"p_{names[k] if names else k}"] = round(p, 6)
             rows.append(row)
     return rows
+
+
+def _mask_name(path: str, folder: Path) -> str:
+    """``<stem>.png``, or ``<stem>_<n>.png`` when an image of the same name was already written to ``folder``."""
+    stem = Path(path).stem
+    name, n = f"{stem}.png", 1
+    while (folder / name).exists():
+        name, n = f"{stem}_{n}.png", n + 1
+    return name
 
 
 def _write_rows(path: Path, rows: list[dict]) -> None:

@@ -2,7 +2,6 @@
 
 import json
 import logging
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,24 +14,13 @@ from tqdm import tqdm
 from smalldata_pl.datasets.folder import read_manifest
 from smalldata_pl.inference.predictor import Prediction, load_predictor
 from smalldata_pl.io.images import ImageReadError, read_image
+from smalldata_pl.io.output_folder import prepare_output
 from smalldata_pl.io.tables import write_csv
 
 log = logging.getLogger(__name__)
 
 # Distinct colours for class indices 0, 1, 2 …; class 0 (often matrix or grain interior) is black.
 PALETTE = [(0, 0, 0), (230, 25, 75), (60, 180, 75), (0, 130, 200), (255, 225, 25), (145, 30, 180), (70, 240, 240)]
-
-
-def prepare_output(out: Path, overwrite: bool) -> None:
-    """Create ``out``; a non-empty folder is refused unless ``overwrite``, which clears it first."""
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"output folder {out} is not empty; choose a new folder or pass --overwrite")
-        shutil.rmtree(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise OSError(f"cannot create output folder {out}: {error}; choose a writable --out") from error
 
 
 def apply_to_images(
@@ -56,7 +44,7 @@ def apply_to_images(
         overwrite: Clear a non-empty ``out`` first.
     """
     predictor = load_predictor(checkpoint, device, batch_size)
-    prepare_output(out, overwrite)
+    prepare_output(out, overwrite, [path for path, _ in images])
     predictions: list[tuple[Prediction, str]] = []
     skipped = []
     for path, name in tqdm(images, desc="apply", unit="image"):

@@ -1,5 +1,9 @@
 """Reading micrographs correctly: PNG, JPEG and TIFF, 8/16-bit and float, grey, RGB and RGBA."""
 
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -79,15 +83,50 @@ def to_unit_float(array: np.ndarray, path: str | Path = "<array>") -> np.ndarray
     return (array - low) / max(high - low, 1e-12)
 
 
-def write_unit_image(path: Path, image: np.ndarray, bits: int = 8) -> None:
-    """Write a float image in [0, 1]: 8-bit PNG (grey or RGB), or 16-bit (PNG, or TIFF for a ``.tif`` path)."""
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary name beside ``path``; once the block succeeds it replaces ``path`` in one step.
+
+    An error inside the block leaves ``path`` as it was (the old file, or none) and removes the temporary
+    file, so readers never see a truncated image, table or manifest. The temporary name ends in ``.tmp``, so
+    one left by a killed process is never taken for an image; writers that pick the format by the extension
+    must be told it (:func:`pil_format`).
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_unit_image(path: Path, image: np.ndarray, bits: int = 8) -> None:
+    """Write a float image in [0, 1] atomically: 8-bit PNG (grey or RGB), or 16-bit (PNG, or TIFF for ``.tif``)."""
     image = np.clip(image, 0.0, 1.0)
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
-    if bits == 16 and path.suffix.lower() in TIFF_SUFFIXES:
-        tifffile.imwrite(path, (image * 65535).round().astype(np.uint16))
-    elif bits == 16 and image.ndim == 2:
-        Image.fromarray((image * 65535).round().astype(np.uint16)).save(path)
-    else:
-        Image.fromarray((image * 255).round().astype(np.uint8)).save(path)
+    with atomic_path(path) as temporary:
+        if bits == 16 and path.suffix.lower() in TIFF_SUFFIXES:
+            tifffile.imwrite(temporary, (image * 65535).round().astype(np.uint16))
+        elif bits == 16 and image.ndim == 2:
+            Image.fromarray((image * 65535).round().astype(np.uint16)).save(temporary, format=pil_format(path))
+        else:
+            Image.fromarray((image * 255).round().astype(np.uint8)).save(temporary, format=pil_format(path))
+
+
+def write_label_image(path: Path, labels: np.ndarray) -> None:
+    """Write a class-index mask atomically as a single-channel PNG (8-bit, or 16-bit above 255 classes)."""
+    labels = np.asarray(labels)
+    dtype = np.uint8 if labels.size == 0 or int(labels.max()) < 256 else np.uint16
+    with atomic_path(path) as temporary:
+        Image.fromarray(labels.astype(dtype)).save(temporary, format=pil_format(path))
+
+
+def pil_format(path: Path) -> str:
+    """Pillow's format name for the extension of ``path`` (``PNG`` for ``.png``)."""
+    formats = Image.registered_extensions()
+    if path.suffix.lower() not in formats:
+        raise ValueError(f"cannot write {path}: unknown image extension {path.suffix!r}; use .png or .tif")
+    return formats[path.suffix.lower()]
