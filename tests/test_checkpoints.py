@@ -73,3 +73,21 @@ def test_loading_for_inference_leaves_the_callers_rngs_alone():
     MicrographClassifier.load_from_checkpoint(_checkpoints() / "last.ckpt", map_location="cpu")
     assert torch.equal(torch.rand(3), expected_torch)
     assert np.array_equal(np.random.rand(3), expected_numpy)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_rng_states_are_checkpointed_and_restored_on_resume():
+    model = MicrographClassifier("test_resnet", num_classes=4)
+    torch.cuda.manual_seed_all(11)
+    checkpoint: dict = {}
+    model.on_save_checkpoint(checkpoint)
+    expected = torch.rand(4, device="cuda")
+    torch.cuda.manual_seed_all(99)
+
+    class _FitTrainer:
+        class state:
+            fn = "fit"
+
+    model._trainer = _FitTrainer()  # type: ignore[assignment]
+    model.on_load_checkpoint(checkpoint)
+    assert torch.equal(torch.rand(4, device="cuda"), expected)
