@@ -12,7 +12,13 @@ from torch.utils.data import DataLoader, Dataset
 from smalldata_pl.datasets.sampling import DistributedEpochSampler, EpochSampler
 from smalldata_pl.transforms.augmentation import build_augmentation
 from smalldata_pl.transforms.invariances import LabelInvariances, check_augmentation
-from smalldata_pl.transforms.pipeline import IMAGENET_MEAN, IMAGENET_STD, ImagePipeline, normalization_stats
+from smalldata_pl.transforms.pipeline import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ImagePipeline,
+    ResizePolicy,
+    normalization_stats,
+)
 
 
 class MicrographDataModule(LightningDataModule, ABC):
@@ -26,13 +32,16 @@ class MicrographDataModule(LightningDataModule, ABC):
         batch_size: Samples per batch.
         num_workers: Loader worker processes; results do not depend on it.
         in_chans: Channels delivered to the model (1 for greyscale micrographs, 3 for RGB backbones' stems).
-        image_size: Side of the square images delivered to the model.
+        image_size: Side of the square training inputs (and of the shorter side of evaluated images, see ``resize``).
         seed: Seed for shuffling and augmentation draws.
         mean: Per-channel RGB normalisation mean of the pretrained backbone (adapted to ``in_chans``).
         std: Per-channel RGB normalisation std of the pretrained backbone.
         epoch_samples: Least number of training samples per epoch: a smaller training set is drawn in several
             reshuffled passes, each with fresh augmentation, so a subset of five images per class gets as many
             optimisation steps per epoch as the full set. ``None``: one pass.
+        resize: How whole images meet ``image_size``: ``shortest_side`` (default) scales the shorter side to it
+            and keeps the aspect ratio, so evaluation sees the pixel scale training crops had; ``squash`` stretches
+            every image to a square (the behaviour before; distorts non-square micrographs).
 
     Under a distributed strategy the training loader shards each epoch over the ranks itself
     (:class:`~smalldata_pl.datasets.sampling.DistributedEpochSampler`), so a mid-epoch resume skips exactly
@@ -53,6 +62,7 @@ class MicrographDataModule(LightningDataModule, ABC):
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         epoch_samples: int | None = None,
+        resize: ResizePolicy = "shortest_side",
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -62,6 +72,7 @@ class MicrographDataModule(LightningDataModule, ABC):
         if epoch_samples is not None and epoch_samples < 1:
             raise ValueError(f"epoch_samples must be positive or None, got {epoch_samples}")
         self.epoch_samples = epoch_samples
+        self.resize = resize
         if not class_names:
             raise ValueError("class_names is empty: give at least two class names")
         self.class_names = list(class_names)
@@ -81,9 +92,13 @@ class MicrographDataModule(LightningDataModule, ABC):
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    def pipeline(self, augment: A.BasicTransform | None = None) -> ImagePipeline:
-        """The sample pipeline: ``augment`` for training, ``None`` for the deterministic evaluation path."""
-        return ImagePipeline(self.in_chans, self.image_size, augment, self.mean, self.std)
+    def pipeline(self, augment: A.BasicTransform | None = None, train: bool | None = None) -> ImagePipeline:
+        """The sample pipeline: ``augment`` for training, ``None`` for the deterministic evaluation path.
+
+        ``train`` defaults to whether an augmentation is given; pass it for a training set without augmentation.
+        """
+        train = augment is not None if train is None else train
+        return ImagePipeline(self.in_chans, self.image_size, augment, self.mean, self.std, self.resize, train)
 
     def train_augmentation(self, spec: str | dict | list | None) -> A.Compose | None:
         """Build the training augmentation and check it against :attr:`invariances` (fails on a violation)."""

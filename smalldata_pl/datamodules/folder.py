@@ -141,7 +141,7 @@ class MicrographFolder(MicrographDataModule):
         if self.split != "stratified":
             check_no_group_leak([r.group for r in train], [r.group for r in val])
         augment = self.train_augmentation(self.augmentation)
-        self.train_dataset = MicrographFolderDataset(train, self.pipeline(augment), self.seed)
+        self.train_dataset = MicrographFolderDataset(train, self.pipeline(augment, train=True), self.seed)
         self.val_dataset = MicrographFolderDataset(val, self.pipeline(None), self.seed) if val else None
         self._train_records = train_records
         self._held_out_dataset = None
@@ -157,7 +157,21 @@ class MicrographFolder(MicrographDataModule):
 
     def val_dataloader(self) -> Any:
         # No validation loop when training on everything (num_folds: null): Lightning skips an empty list.
-        return [] if self.val_dataset is None else super().val_dataloader()
+        if self.val_dataset is None:
+            return []
+        return self._loader(self.val_dataset, "validation", batch_size=self._evaluation_batch_size())
+
+    def test_dataloader(self) -> Any:
+        return self._loader(self.test_dataset, "test", batch_size=self._evaluation_batch_size())
+
+    def predict_dataloader(self) -> Any:
+        return self._loader(self.predict_dataset, "predict", batch_size=self._evaluation_batch_size())
+
+    def _evaluation_batch_size(self) -> int:
+        """Whole images of different aspect ratios cannot share a batch once the aspect ratio is kept."""
+        ratios = {round(s[1] / s[0], 3) for s in self._shapes.values()}
+        mixed = self.resize == "shortest_side" and self.tile_size is None and len(ratios) > 1
+        return 1 if mixed else self.batch_size
 
     def _subsample(self, records: list[Record]) -> list[Record]:
         """At most ``train_per_class`` images per class, taken whole group by whole group in random order."""

@@ -93,7 +93,7 @@ class TransferModule(LightningModule):
         if getattr(self, "class_names", None) is not None:
             info["class_names"] = list(self.class_names)  # type: ignore[arg-type]
         data = getattr(self._trainer, "datamodule", None)
-        for key in ("in_chans", "image_size", "crop_size", "tile_size", "tile_stride"):
+        for key in ("in_chans", "image_size", "resize", "crop_size", "tile_size", "tile_stride"):
             value = getattr(data, key, None)
             if value is not None:
                 info[key] = value

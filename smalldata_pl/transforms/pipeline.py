@@ -1,11 +1,14 @@
 """Image pipelines: Albumentations augmentation plus the deterministic resize, channel and normalisation steps."""
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import albumentations as A
 import numpy as np
 import torch
+
+# How whole images meet a fixed network input: stretched to a square, or scaled by the shorter side.
+ResizePolicy = Literal["squash", "shortest_side"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -56,12 +59,20 @@ def to_channels(image: np.ndarray, in_chans: int) -> np.ndarray:
 class ImagePipeline:
     """Augment (optional), resize, normalise and convert one sample to tensors.
 
+    Resizing follows ``resize``: ``squash`` stretches every image to an ``image_size`` square (the aspect ratio is
+    lost, so a 645x475 micrograph is shrunk 1.44x across but 1.06x down); ``shortest_side`` scales the shorter
+    side to ``image_size`` and keeps the aspect ratio, so evaluation sees the whole image at the pixel scale of
+    the largest training crops (global pooling takes any size). Training pipelines (``train=True``) then cut the
+    central ``image_size`` square, a no-op after a crop augmentation that already delivers one.
+
     Args:
         in_chans: Channels the model expects.
-        image_size: Side of the square output; ``None`` keeps the input size (all images must then agree).
+        image_size: Output side (``squash``) or shorter side (``shortest_side``); ``None`` keeps the input size.
         augment: Albumentations transform applied first (training only); ``None`` for evaluation.
         mean: Per-channel normalisation mean for ``in_chans`` channels.
         std: Per-channel normalisation std.
+        resize: ``squash`` or ``shortest_side``.
+        train: A training pipeline (square outputs, so batches stack).
     """
 
     def __init__(
@@ -71,10 +82,20 @@ class ImagePipeline:
         augment: A.BasicTransform | None,
         mean: Sequence[float],
         std: Sequence[float],
+        resize: ResizePolicy = "squash",
+        train: bool = False,
     ) -> None:
+        if resize not in ("squash", "shortest_side"):
+            raise ValueError(f"resize must be 'squash' or 'shortest_side', got {resize!r}")
         self.in_chans = in_chans
         self.augment = augment
-        final: list[Any] = [] if image_size is None else [A.Resize(image_size, image_size)]
+        final: list[Any] = []
+        if image_size is not None and resize == "squash":
+            final.append(A.Resize(image_size, image_size))
+        elif image_size is not None:
+            final.append(A.SmallestMaxSize(max_size=image_size))
+            if train:
+                final.append(A.CenterCrop(image_size, image_size))
         final.append(A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=1.0))
         self.finish = A.Compose(final)
 
