@@ -112,3 +112,28 @@ data:
         (row,) = list(csv.DictReader(handle))
     assert float(row["fraction_grain"]) + float(row["fraction_boundary"]) == pytest.approx(1.0, abs=1e-5)
     assert float(row["fraction_boundary"]) == pytest.approx(np.mean(np.asarray(mask) == 1), abs=1e-5)
+
+
+def test_calibrate_command_fits_a_temperature_and_writes_the_evidence(
+    classifier_checkpoint, grouped_manifest, tmp_path
+):
+    out = tmp_path / "calibration"
+    report = main_returning(["calibrate", str(classifier_checkpoint), "--labels", str(grouped_manifest), "--out",
+                             str(out)])  # fmt: skip
+    saved = json.loads((out / "calibration.json").read_text())
+    assert saved["temperature"] == pytest.approx(report["temperature"]) and report["temperature"] > 0
+    assert saved["images"] == 20 and (out / "reliability.png").stat().st_size > 0
+
+
+def test_bare_switches_mean_true(classifier_checkpoint, tmp_path):
+    _new_micrographs(tmp_path / "new")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "old.txt").write_text("old")
+    main(["apply", str(classifier_checkpoint), str(tmp_path / "new"), "--out", str(tmp_path / "out"), "--overwrite"])
+    assert not (tmp_path / "out" / "old.txt").exists() and (tmp_path / "out" / "predictions.csv").is_file()
+
+
+def main_returning(argv: list[str]) -> dict:
+    from smalldata_pl.cli.main import COMMANDS
+
+    return COMMANDS[argv[0]](argv[1:])  # type: ignore[return-value]

@@ -23,6 +23,11 @@ class ApplyOptions:
         device: ``cpu`` or ``cuda``.
         batch_size: Tiles per forward pass.
         overwrite: Clear a non-empty output folder first.
+        tta: Test-time augmentation: average over the rotated and mirrored views the checkpoint's declared
+            invariances allow (none where rotation and mirror are forbidden; the log says which are used).
+        temperature: Divide classification logits by this calibration temperature, fitted on other labelled
+            images (never on the ones scored here).
+        explain: Write Grad-CAM heat-map overlays of the predicted class to explain/ (classifiers).
     """
 
     checkpoint: str
@@ -32,6 +37,9 @@ class ApplyOptions:
     device: str = "cpu"
     batch_size: int = 8
     overwrite: bool = False
+    tta: bool = False
+    temperature: float = 1.0
+    explain: bool = False
 
 
 def expand_inputs(inputs: Sequence[str]) -> list[tuple[Path, str]]:
@@ -61,11 +69,12 @@ def expand_inputs(inputs: Sequence[str]) -> list[tuple[Path, str]]:
 
 
 def apply_command(argv: Sequence[str]) -> Path:
-    """``smalldata apply CHECKPOINT INPUT... --out DIR [--labels labels.csv]``."""
+    """``smalldata apply CHECKPOINT INPUT... --out DIR [--labels labels.csv] [--tta] [--temperature T] [--explain]``."""
     parser = command_parser(
         "smalldata apply",
         "Apply a trained checkpoint to new micrographs: predictions.csv for classifiers (with --labels also "
-        "accuracy, macro-F1 and a confusion matrix), palette mask PNGs, overlays and area fractions for segmenters. "
+        "accuracy, macro-F1, calibration error and a confusion matrix; with --explain Grad-CAM overlays), palette "
+        "mask PNGs, overlays and area fractions for segmenters. "
         "Unreadable files are reported and skipped.",
         ApplyOptions,
         ["checkpoint", "inputs"],
@@ -73,7 +82,16 @@ def apply_command(argv: Sequence[str]) -> Path:
     o = parse_options(parser, ApplyOptions, argv)
     out = Path(o.out)
     summary = apply_to_images(
-        o.checkpoint, expand_inputs(o.inputs), out, o.labels, o.device, o.batch_size, overwrite=o.overwrite
+        o.checkpoint,
+        expand_inputs(o.inputs),
+        out,
+        o.labels,
+        o.device,
+        o.batch_size,
+        overwrite=o.overwrite,
+        tta=o.tta,
+        temperature=o.temperature,
+        explain=o.explain,
     )
     print(summary)
     return out

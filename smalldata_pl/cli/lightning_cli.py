@@ -19,6 +19,8 @@ Lightning subcommands (each takes -c CONFIG.yaml, repeatable; later files overri
   fit, validate, test, predict
 The framework's own commands (run `smalldata COMMAND --help`):
   apply       a trained checkpoint on new micrographs (no config): predictions, masks, reports
+  calibrate   temperature scaling on labelled images the model was not trained on (ECE before/after)
+  export      a trained checkpoint as ONNX or TorchScript with its preprocessing embedded
   cv          every cross-validation fold with a fresh model, plus a mean +- std summary
   cv-report   aggregate fold runs that ran as separate jobs
   audit       find the same micrograph (flipped, rotated, cropped, re-exposed) across train/validation

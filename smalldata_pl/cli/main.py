@@ -9,8 +9,10 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from smalldata_pl.cli.apply import apply_command
 from smalldata_pl.cli.audit import audit_command
 from smalldata_pl.cli.augment import augment_command
+from smalldata_pl.cli.calibrate import calibrate_command
 from smalldata_pl.cli.cv import cv_command
 from smalldata_pl.cli.cv_report import cv_report_command
+from smalldata_pl.cli.export import export_command
 from smalldata_pl.cli.export_encoder import export_encoder_command
 from smalldata_pl.cli.lightning_cli import SmallDataCLI
 from smalldata_pl.cli.lr_find import lr_find_command
@@ -19,6 +21,8 @@ from smalldata_pl.cli.synth import synth_command
 
 COMMANDS: dict[str, Callable[[Sequence[str]], object]] = {
     "apply": apply_command,
+    "calibrate": calibrate_command,
+    "export": export_command,
     "cv": cv_command,
     "cv-report": cv_report_command,
     "audit": audit_command,

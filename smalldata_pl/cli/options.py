@@ -35,8 +35,26 @@ def command_parser(prog: str, description: str, options: type, positional: Seque
 
 def parse_options(parser: ArgumentParser, options: type, argv: Sequence[str]) -> Any:
     """Parse ``argv`` into an instance of the ``options`` dataclass."""
-    config = parser.parse_args(list(argv))
+    config = parser.parse_args(bare_switches(argv, options))
     return options(**{k: v for k, v in vars(config).items() if k != "config"})
+
+
+BOOLEAN_WORDS = {"true", "false", "yes", "no", "1", "0"}
+
+
+def bare_switches(argv: Sequence[str], options: type) -> list[str]:
+    """``--overwrite`` given bare becomes ``--overwrite true`` for the boolean options of ``options``.
+
+    jsonargparse wants a value after every boolean flag; people type switches.
+    """
+    switches = {f"--{f.name}" for f in dataclasses.fields(options) if f.type in (bool, "bool")}
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        out.append(arg)
+        following = argv[i + 1] if i + 1 < len(argv) else None
+        if arg in switches and (following is None or following.lower() not in BOOLEAN_WORDS):
+            out.append("true")
+    return out
 
 
 def training_command(argv: Sequence[str], options: type) -> tuple[SmallDataCLI, RunFactory]:
@@ -46,7 +64,7 @@ def training_command(argv: Sequence[str], options: type) -> tuple[SmallDataCLI, 
         The CLI built from ``argv`` (its :attr:`~SmallDataCLI.options` hold the command's options) and a factory
         of fresh runs from the same arguments plus overrides.
     """
-    base = list(argv)
+    base = bare_switches(argv, options)
 
     def new_run(overrides: Sequence[str]) -> SmallDataCLI:
         return SmallDataCLI(args=[*base, *overrides], run=False, options=options)

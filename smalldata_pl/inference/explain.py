@@ -7,12 +7,12 @@ from captum.attr import LayerGradCam
 from torch import nn
 
 
-def last_stage_layer(model: nn.Module) -> nn.Module:
-    """The module that computes the last backbone stage, found from the model's ``stage*`` parameter group.
+def stage_layers(model: nn.Module) -> list[nn.Module]:
+    """The module computing each ``stage*`` parameter group of the model, last stage first.
 
-    The group's parameter names share a module prefix (``backbone.layer4`` for a ResNet). When the group spans
-    several sibling modules (an EfficientNet's last blocks plus ``conv_head`` and ``bn2``), the last registered
-    of them is taken: its output is the final feature map.
+    For each group the outermost module whose parameters all belong to it is taken (``backbone.layer4`` of a
+    ResNet). When a group spans several sibling modules (an EfficientNet's last blocks plus ``conv_head`` and
+    ``bn2``), the last registered of them is taken: its output is the group's final output.
 
     Raises:
         ValueError: If the model has no ``param_groups`` with a ``stage*`` group.
@@ -21,19 +21,63 @@ def last_stage_layer(model: nn.Module) -> nn.Module:
     stages = [name for name in groups if name.startswith("stage") and groups[name]]
     if not stages:
         raise ValueError(
-            f"{type(model).__name__} has no `stage*` parameter group (groups: {list(groups)}), so its last backbone "
-            "stage for Grad-CAM is unknown; pass the layer explicitly"
+            f"{type(model).__name__} has no `stage*` parameter group (groups: {list(groups)}), so its backbone "
+            "stages for Grad-CAM are unknown; pass the layer explicitly"
         )
-    modules = [name.rpartition(".")[0].split(".") for name in groups[stages[-1]]]
-    prefix: list[str] = []
-    for parts in zip(*modules, strict=False):
+    return [model.get_submodule(".".join(_group_module(model, set(groups[name])))) for name in reversed(stages)]
+
+
+def _group_module(model: nn.Module, params: set[str]) -> list[str]:
+    modules = [name.split(".")[:-1] for name in params]
+
+    def owned(path: list[str]) -> bool:
+        qualifier = "".join(f"{p}." for p in path)
+        own = {qualifier + name for name, _ in model.get_submodule(".".join(path)).named_parameters()}
+        return bool(path) and own <= params
+
+    path: list[str] = []
+    for parts in zip(*modules, strict=False):  # the deepest module holding every parameter of the group
         if len(set(parts)) > 1:
             break
-        prefix.append(parts[0])
-    parent = model.get_submodule(".".join(prefix))
-    used = {m[len(prefix)] for m in modules if len(m) > len(prefix)}
-    children = [child for name, child in parent.named_children() if name in used]
-    return children[-1] if len(used) > 1 and children else parent
+        path.append(parts[0])
+    while not owned(path):  # the group spans siblings: descend into the last registered one it uses
+        used = {m[len(path)] for m in modules if m[: len(path)] == path and len(m) > len(path)}
+        children = [name for name, _ in model.get_submodule(".".join(path)).named_children() if name in used]
+        if not children:
+            break
+        path.append(children[-1])
+    while len(path) > 1 and owned(path[:-1]):  # a block of the stage: climb to the whole stage
+        path = path[:-1]
+    return path
+
+
+def last_stage_layer(model: nn.Module, images: torch.Tensor) -> nn.Module:
+    """The last backbone stage whose output is a spatial feature map ``[N, C, h, w]`` for ``images``.
+
+    Stages after the last convolutional one, such as a ConvNeXt's pooled head norm, are skipped.
+
+    Raises:
+        ValueError: If no stage outputs a spatial map (a vision transformer's tokens, for instance).
+    """
+    candidates = stage_layers(model)
+    dims: dict[int, int] = {}
+    hooks = [
+        layer.register_forward_hook(lambda m, _, out: dims.__setitem__(id(m), getattr(out, "ndim", 0)))
+        for layer in candidates
+    ]
+    try:
+        with torch.no_grad():
+            model(images)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    for layer in candidates:
+        if dims.get(id(layer)) == 4:
+            return layer
+    raise ValueError(
+        f"no backbone stage of {type(model).__name__} outputs a spatial feature map [N, C, h, w], which Grad-CAM "
+        "needs; explain convolutional backbones (ResNet, EfficientNet, ConvNeXt …)"
+    )
 
 
 def gradcam(
@@ -57,12 +101,11 @@ def gradcam(
     if images.shape[0] != 1:
         raise ValueError(f"gradcam explains one image at a time, got a batch of {images.shape[0]}")
     device = next(model.parameters()).device
+    images = images.detach().clone().to(device)
     height, width = images.shape[-2:]
-    explainer = LayerGradCam(model, layer or last_stage_layer(model))
+    explainer = LayerGradCam(model, layer or last_stage_layer(model, images))
     with torch.enable_grad():  # Grad-CAM needs gradients even when the caller predicts without them
-        attribution = explainer.attribute(
-            images.detach().clone().to(device), target=int(target_class), relu_attributions=True
-        )
+        attribution = explainer.attribute(images, target=int(target_class), relu_attributions=True)
     assert isinstance(attribution, torch.Tensor)
     upsampled = F.interpolate(attribution.detach().float(), size=(height, width), mode="bilinear", align_corners=False)
     cam = upsampled[0, 0].clamp(min=0).cpu().numpy()

@@ -7,10 +7,14 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
+from smalldata_pl.inference.explain import gradcam
+from smalldata_pl.inference.tta import segment, view_logits, views_from_invariances
 from smalldata_pl.io.images import read_image, to_unit_float
 from smalldata_pl.tasks.base import TransferModule
 from smalldata_pl.transforms.pipeline import IMAGENET_MEAN, IMAGENET_STD, ImagePipeline, normalization_stats
+from smalldata_pl.transforms.views import IDENTITY
 
 
 @dataclass
@@ -19,15 +23,21 @@ class Prediction:
 
     Attributes:
         source: The file, or ``<array>``.
-        probabilities: Classification: class probabilities ``[K]`` (the mean over tiles for tiled models).
+        probabilities: Classification: class probabilities ``[K]``, the mean of the softmax over tiles (tiled
+            models) and test-time augmentation views, after the predictor's temperature.
         mask: Segmentation: class index per pixel ``[H, W]``.
         tiles: How many tiles or windows the image was cut into.
+        logits: Classification: the identity view's logits ``[K]`` before any temperature (the mean over tiles
+            for tiled models), what temperature scaling is fitted on.
+        views: How many test-time augmentation views were averaged (1 without TTA).
     """
 
     source: str
     probabilities: np.ndarray | None = None
     mask: np.ndarray | None = None
     tiles: int = 1
+    logits: np.ndarray | None = None
+    views: int = 1
 
 
 class Predictor:
@@ -36,6 +46,11 @@ class Predictor:
     Classification resizes like the training evaluation did and, when the model was trained on tiles, averages
     the class probabilities over every tile of the image. Segmentation normalises the whole image and predicts it
     in one pass, or in overlapping windows of the training crop size when the image is larger.
+
+    With ``tta`` the probabilities are averaged over the D4 views (quarter turns, flips, transposes) that the
+    checkpoint's declared invariances allow: none where both rotation and mirror are forbidden, only the mirrors
+    where rotation is, only the quarter turns where mirror is. Segmentation maps each view's logits back with
+    the view's inverse before averaging.
 
     Example:
         >>> predictor = load_predictor("lightning_logs/run/version_0/checkpoints/last.ckpt")  # doctest: +SKIP
@@ -46,10 +61,22 @@ class Predictor:
         preprocessing: The checkpoint's preprocessing record (see :meth:`TransferModule.preprocessing`).
         device: Where to run the model.
         batch_size: Tiles per forward pass.
+        tta: Test-time augmentation over the views the declared invariances allow.
+        temperature: Classification logits are divided by it before the softmax (see
+            :func:`~smalldata_pl.inference.calibration.calibrate_from_labelled_images`); 1 leaves them as they are.
+
+    Raises:
+        ValueError: For a temperature that is not positive, or one given to a segmenter.
     """
 
     def __init__(
-        self, model: TransferModule, preprocessing: dict[str, Any], device: str = "cpu", batch_size: int = 8
+        self,
+        model: TransferModule,
+        preprocessing: dict[str, Any],
+        device: str = "cpu",
+        batch_size: int = 8,
+        tta: bool = False,
+        temperature: float = 1.0,
     ) -> None:
         self.model = model.to(device).eval()
         self.preprocessing = preprocessing
@@ -57,12 +84,19 @@ class Predictor:
         self.batch_size = batch_size
         self.class_names: list[str] = list(preprocessing.get("class_names") or getattr(model, "class_names", []))
         self.segmentation = hasattr(model, "predict_logits")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        if self.segmentation and temperature != 1:
+            raise ValueError("temperature scaling calibrates classifiers' probabilities; this model is a segmenter")
+        self.temperature = float(temperature)
+        self.views = views_from_invariances(preprocessing.get("invariances")) if tta else [IDENTITY]
         in_chans = int(preprocessing.get("in_chans", 1))
         mean, std = normalization_stats(
             in_chans, preprocessing.get("mean", IMAGENET_MEAN), preprocessing.get("std", IMAGENET_STD)
         )
         image_size = None if self.segmentation else preprocessing.get("image_size")
-        self.pipeline = ImagePipeline(in_chans, image_size, None, mean, std)
+        resize = preprocessing.get("resize", "squash")  # checkpoints from before the policy squashed
+        self.pipeline = ImagePipeline(in_chans, image_size, None, mean, std, resize)
 
     def predict(self, source: str | Path | np.ndarray) -> Prediction:
         """Predict one image given as a file path or an array (integer or float, ``(H, W)`` or ``(H, W, C)``).
@@ -77,24 +111,64 @@ class Predictor:
                 return self._segment(image, name)
             return self._classify(image, name)
 
+    def explain(self, source: str | Path | np.ndarray, target: int | None = None) -> np.ndarray:
+        """Grad-CAM map of a classifier for one image, ``[H, W]`` in [0, 1] at the image's own size.
+
+        Tiled models get one map per tile, placed where the tile lies (overlaps averaged). No TTA views.
+
+        Args:
+            source: Image file or array, as for :meth:`predict`.
+            target: Class index to explain; ``None`` explains the predicted class.
+
+        Raises:
+            ValueError: For a segmenter, or a backbone without a spatial feature map.
+        """
+        if self.segmentation:
+            raise ValueError("Grad-CAM maps explain classifiers; this model is a segmenter")
+        image = to_unit_float(source) if isinstance(source, np.ndarray) else read_image(source)
+        if target is None:
+            probabilities = self.predict(image).probabilities
+            assert probabilities is not None
+            target = int(np.argmax(probabilities))
+        height, width = image.shape[:2]
+        total = torch.zeros(height, width)
+        count = torch.zeros(height, width)
+        for top, left, tile in self._tiles(image):
+            cam = torch.from_numpy(gradcam(self.model, self.pipeline(tile)["image"], target))
+            h, w = tile.shape[:2]
+            total[top : top + h, left : left + w] += F.interpolate(
+                cam[None, None], (h, w), mode="bilinear", align_corners=False
+            )[0, 0]
+            count[top : top + h, left : left + w] += 1
+        stitched = (total / count.clamp(min=1)).numpy()
+        peak = float(stitched.max())
+        return (stitched / peak if peak > 0 else stitched).astype(np.float32)
+
     def _classify(self, image: np.ndarray, name: str) -> Prediction:
-        tiles = self._tiles(image)
-        probabilities = []
+        tiles = [tile for _, _, tile in self._tiles(image)]
+        probabilities, logits = [], []
         for start in range(0, len(tiles), self.batch_size):
             batch = torch.stack([self.pipeline(t)["image"] for t in tiles[start : start + self.batch_size]])
-            probabilities.append(self.model(batch.to(self.device)).softmax(dim=1).cpu())
-        mean = torch.cat(probabilities).mean(dim=0).numpy()
-        return Prediction(name, probabilities=mean, tiles=len(tiles))
+            views = view_logits(self.model, batch.to(self.device), self.views).cpu()  # [V, N, K]
+            probabilities.append((views / self.temperature).softmax(dim=-1).mean(dim=0))
+            logits.append(views[0])  # views[0] is the identity
+        return Prediction(
+            name,
+            probabilities=torch.cat(probabilities).mean(dim=0).numpy(),
+            tiles=len(tiles),
+            logits=torch.cat(logits).mean(dim=0).numpy(),
+            views=len(self.views),
+        )
 
-    def _tiles(self, image: np.ndarray) -> list[np.ndarray]:
-        """The tiles the model was trained on (``tile_size``), or the whole image."""
+    def _tiles(self, image: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
+        """``(top, left, tile)`` for the tiles the model was trained on (``tile_size``), or the whole image."""
         size = self.preprocessing.get("tile_size")
         height, width = image.shape[:2]
         if size is None or height < size or width < size:
-            return [image]
+            return [(0, 0, image)]
         stride = self.preprocessing.get("tile_stride") or size
         return [
-            image[top : top + size, left : left + size]
+            (top, left, image[top : top + size, left : left + size])
             for top in range(0, height - size + 1, stride)
             for left in range(0, width - size + 1, stride)
         ]
@@ -114,15 +188,24 @@ class Predictor:
                 windows = int(np.ceil(max(height - model.tile_size, 0) / stride + 1)) * int(
                     np.ceil(max(width - model.tile_size, 0) / stride + 1)
                 )
-            logits = model.predict_logits(tensor)
+            probabilities = segment(model.predict_logits, tensor, self.views)
         finally:
             model.tile_size = configured
-        mask = logits.argmax(dim=1)[0].cpu().numpy().astype(np.int64)
-        return Prediction(name, mask=mask, tiles=windows)
+        mask = probabilities.argmax(dim=1)[0].cpu().numpy().astype(np.int64)
+        return Prediction(name, mask=mask, tiles=windows, views=len(self.views))
 
 
-def load_predictor(checkpoint: str | Path, device: str = "cpu", batch_size: int = 8) -> Predictor:
+def load_predictor(
+    checkpoint: str | Path, device: str = "cpu", batch_size: int = 8, tta: bool = False, temperature: float = 1.0
+) -> Predictor:
     """A :class:`Predictor` from a smalldata_pl checkpoint alone: no config or DataModule needed.
+
+    Args:
+        checkpoint: A checkpoint of ``smalldata fit``.
+        device: Where to run the model.
+        batch_size: Tiles per forward pass.
+        tta: Test-time augmentation over the views the checkpoint's declared invariances allow.
+        temperature: Divides classification logits before the softmax (a fitted calibration temperature).
 
     Raises:
         ValueError: If the checkpoint carries no preprocessing record or is not an image task.
@@ -141,4 +224,4 @@ def load_predictor(checkpoint: str | Path, device: str = "cpu", batch_size: int 
         raise ValueError(f"{path} holds a {class_name}; `apply` takes micrograph classifiers and segmenters")
     # pretrained=False: the checkpoint holds every weight, so no weights file or download is needed to rebuild.
     model = task.load_from_checkpoint(path, map_location="cpu", pretrained=False)
-    return Predictor(model, preprocessing, device, batch_size)
+    return Predictor(model, preprocessing, device, batch_size, tta=tta, temperature=temperature)

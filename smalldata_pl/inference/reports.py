@@ -1,4 +1,4 @@
-"""What ``apply`` writes: predictions.csv, scores against known labels, palette masks, overlays, area fractions."""
+"""What ``apply`` writes: predictions.csv, scores against known labels, Grad-CAM overlays, palette masks, areas."""
 
 import json
 import logging
@@ -8,11 +8,17 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassCalibrationError,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+)
 from tqdm import tqdm
 
 from smalldata_pl.datasets.folder import read_manifest
-from smalldata_pl.inference.predictor import Prediction, load_predictor
+from smalldata_pl.inference.explain import heatmap_overlay
+from smalldata_pl.inference.predictor import Prediction, Predictor, load_predictor
 from smalldata_pl.io.images import ImageReadError, read_image
 from smalldata_pl.io.output_folder import prepare_output
 from smalldata_pl.io.tables import write_csv
@@ -31,6 +37,9 @@ def apply_to_images(
     device: str = "cpu",
     batch_size: int = 8,
     overwrite: bool = False,
+    tta: bool = False,
+    temperature: float = 1.0,
+    explain: bool = False,
 ) -> str:
     """Predict every image and write the reports into ``out``; returns a one-paragraph summary.
 
@@ -42,8 +51,16 @@ def apply_to_images(
         device: Where to run the model.
         batch_size: Tiles per forward pass.
         overwrite: Clear a non-empty ``out`` first.
+        tta: Average over the test-time augmentation views the checkpoint's invariances allow.
+        temperature: Divide classification logits by this fitted calibration temperature.
+        explain: Write Grad-CAM heat-map overlays of the predicted class to ``explain/`` (classification).
+
+    Raises:
+        ValueError: For ``explain`` or a temperature with a segmenter.
     """
-    predictor = load_predictor(checkpoint, device, batch_size)
+    predictor = load_predictor(checkpoint, device, batch_size, tta=tta, temperature=temperature)
+    if explain and predictor.segmentation:
+        raise ValueError("--explain draws Grad-CAM maps of classifiers; this checkpoint is a segmenter")
     prepare_output(out, overwrite, [path for path, _ in images])
     predictions: list[tuple[Prediction, str]] = []
     skipped = []
@@ -59,7 +76,11 @@ def apply_to_images(
         _write_segmentation(predictions, predictor.class_names, out)
     else:
         _write_classification(predictions, predictor.class_names, out, labels)
+        if explain:
+            _write_explanations(predictor, predictions, out)
     lines = [f"{len(predictions)} image(s) predicted into {out}"]
+    if tta:
+        lines.append(f"test-time augmentation over {len(predictor.views)} view(s): {[v.name for v in predictor.views]}")
     if skipped:
         lines.append(f"{len(skipped)} unreadable, skipped (listed in {out / 'skipped.csv'}):")
         lines += [f"  {row['file']}" for row in skipped]
@@ -71,9 +92,9 @@ def apply_to_images(
 def _write_classification(
     predictions: list[tuple[Prediction, str]], class_names: list[str], out: Path, labels: str | Path | None
 ) -> None:
-    truth = _read_labels(Path(labels), class_names) if labels else {}
+    truth = read_labels(Path(labels), class_names) if labels else {}
     rows = []
-    scored: list[tuple[int, int]] = []
+    scored: list[tuple[int, np.ndarray]] = []
     for prediction, _ in predictions:
         assert prediction.probabilities is not None
         index = int(np.argmax(prediction.probabilities))
@@ -82,20 +103,27 @@ def _write_classification(
             "prediction": class_names[index],
             "tiles": prediction.tiles,
         }
+        if prediction.views > 1:
+            row["views"] = prediction.views
         row.update({f"p_{n}": round(float(p), 6) for n, p in zip(class_names, prediction.probabilities, strict=True)})
         true = truth.get(Path(prediction.source).resolve())
         if labels:
             row["true"] = class_names[true] if true is not None else ""
             row["correct"] = "" if true is None else int(true == index)
             if true is not None:
-                scored.append((true, index))
+                scored.append((true, prediction.probabilities))
         rows.append(row)
     write_csv(out / "predictions.csv", rows)
     if scored:
         _write_scores(scored, class_names, out)
 
 
-def _read_labels(manifest: Path, class_names: list[str]) -> dict[Path, int]:
+def read_labels(manifest: Path, class_names: list[str]) -> dict[Path, int]:
+    """The class index of every file of a ``file,label`` CSV, keyed by resolved path (relative to the CSV).
+
+    Raises:
+        ValueError: For a label that is not one of ``class_names``, naming the line.
+    """
     truth = {}
     for line, row in enumerate(read_manifest(manifest, ("file", "label")), start=2):
         if row["label"] not in class_names:
@@ -104,15 +132,19 @@ def _read_labels(manifest: Path, class_names: list[str]) -> dict[Path, int]:
     return truth
 
 
-def _write_scores(scored: list[tuple[int, int]], class_names: list[str], out: Path) -> None:
+def _write_scores(scored: list[tuple[int, np.ndarray]], class_names: list[str], out: Path) -> None:
     import matplotlib.pyplot as plt
 
-    target, predicted = (torch.tensor(v) for v in zip(*scored, strict=True))
+    target = torch.tensor([true for true, _ in scored])
+    probabilities = torch.from_numpy(np.stack([p for _, p in scored])).float()
+    predicted = probabilities.argmax(dim=1)
     k = len(class_names)
     metrics = {
         "images": len(scored),
         "accuracy": float(MulticlassAccuracy(k, average="micro")(predicted, target)),
         "macro_f1": float(MulticlassF1Score(k, average="macro")(predicted, target)),
+        # Of the probabilities written to predictions.csv (after any temperature and TTA).
+        "ece": float(MulticlassCalibrationError(k, n_bins=15, norm="l1")(probabilities, target)),
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     confusion = MulticlassConfusionMatrix(k)
@@ -120,6 +152,17 @@ def _write_scores(scored: list[tuple[int, int]], class_names: list[str], out: Pa
     figure, _ = confusion.plot(labels=class_names)
     figure.savefig(out / "confusion_matrix.png", dpi=120, bbox_inches="tight")
     plt.close(figure)
+
+
+def _write_explanations(predictor: Predictor, predictions: list[tuple[Prediction, str]], out: Path) -> None:
+    """``explain/<name>.png``: the Grad-CAM map of each image's predicted class over the image in grey."""
+    for prediction, name in tqdm(predictions, desc="explain", unit="image"):
+        assert prediction.probabilities is not None
+        image = read_image(prediction.source)
+        cam = predictor.explain(image, target=int(np.argmax(prediction.probabilities)))
+        target = (out / "explain" / name).with_suffix(".png")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(heatmap_overlay(image, cam)).save(target)
 
 
 def _write_segmentation(predictions: list[tuple[Prediction, str]], class_names: list[str], out: Path) -> None:
