@@ -83,7 +83,9 @@ def test_help_lists_every_command(capsys):
     result = subprocess.run(
         [sys.executable, "-m", "smalldata_pl", "--help"], capture_output=True, text=True, check=True
     )
-    for command in ("fit", "validate", "cv", "cv-report", "audit", "augment", "synth", "lr-find", "study"):
+    from smalldata_pl.cli.main import COMMANDS
+
+    for command in ("fit", "validate", "test", "predict", *COMMANDS):
         assert re.search(rf"^\s+{re.escape(command)}\b", result.stdout, re.MULTILINE), command
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", "--help"])
