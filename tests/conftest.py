@@ -6,9 +6,12 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 matplotlib.use("agg")
+# The tests' models are tiny: one thread avoids thread start-up and oversubscription costing more than it saves.
+torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
