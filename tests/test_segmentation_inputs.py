@@ -242,3 +242,13 @@ def test_losses_are_logged_synchronised_across_ranks(task, monkeypatch):
     for split, step in (("train", "training_step"), ("val", "validation_step"), ("test", "test_step")):
         getattr(model, step)(batch, 1)
         assert logged[f"{split}/loss"]["sync_dist"] is True
+
+
+def test_constant_borders_of_a_user_rotation_are_ignored_not_class_0(tmp_path):
+    root = write_split_dataset(tmp_path)
+    data = SegmentationFolder(root, CLASSES, official_split="S", crop_size=32,
+                              augmentation=[{"Rotate": {"limit": [30, 30], "border_mode": 0, "p": 1.0}}])  # fmt: skip
+    data.setup("fit")
+    mask = data.train_dataset[0]["mask"]
+    assert (mask == IGNORE_INDEX).any()  # the rotated-in corners
+    assert set(mask.unique().tolist()) <= {IGNORE_INDEX, 0, 1, 2}

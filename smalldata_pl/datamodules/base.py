@@ -13,6 +13,7 @@ from smalldata_pl.datasets.sampling import DistributedEpochSampler, EpochSampler
 from smalldata_pl.transforms.augmentation import build_augmentation
 from smalldata_pl.transforms.invariances import LabelInvariances, check_augmentation
 from smalldata_pl.transforms.pipeline import (
+    IGNORE_INDEX,
     IMAGENET_MEAN,
     IMAGENET_STD,
     ImagePipeline,
@@ -101,9 +102,16 @@ class MicrographDataModule(LightningDataModule, ABC):
         return ImagePipeline(self.in_chans, self.image_size, augment, self.mean, self.std, self.resize, train)
 
     def train_augmentation(self, spec: str | dict | list | None) -> A.Compose | None:
-        """Build the training augmentation and check it against :attr:`invariances` (fails on a violation)."""
+        """Build the training augmentation and check it against :attr:`invariances` (fails on a violation).
+
+        Mask pixels that a geometric transform invents (constant borders of rotations, shifts, padding) are set to
+        ``IGNORE_INDEX``, so they are never trained or scored as class 0.
+        """
         augment = build_augmentation(spec, self.image_size)
         check_augmentation(augment, self.invariances, type(self).__name__)
+        for transform in _leaves(augment):
+            if hasattr(transform, "fill_mask"):
+                transform.fill_mask = IGNORE_INDEX
         return augment
 
     @abstractmethod
@@ -175,3 +183,12 @@ class MicrographDataModule(LightningDataModule, ABC):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self.predict_dataset, "predict")
+
+
+def _leaves(transform: A.BaseCompose | A.BasicTransform | None) -> list[A.BasicTransform]:
+    """Every transform inside (nested) Compose, OneOf, SomeOf … blocks."""
+    if transform is None:
+        return []
+    if isinstance(transform, A.BaseCompose):
+        return [leaf for child in transform.transforms for leaf in _leaves(child)]
+    return [transform]
