@@ -76,7 +76,9 @@ def test_cv_on_a_segmentation_config_summarises_val_metrics_and_writes_oof_masks
         folds = [summary["folds"][f][name] for f in ("fold_0", "fold_1")]
         assert stats["mean"] == pytest.approx(np.mean(folds), nan_ok=True)
         assert {"ci95_plain_low", "ci95_corrected_high"} <= set(stats)
-    assert "corrected" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "corrected" in printed.out
+    assert "fold 1/2" in printed.err and "fold 2/2" in printed.err and "left" in printed.err
 
     oof = list(csv.DictReader((cv_dir / "oof_predictions.csv").open()))
     assert len(oof) == 6 and len({r["path"] for r in oof}) == 6  # every image once, from the fold that held it out

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import albumentations as A
 import numpy as np
+from tqdm import tqdm
 
 from smalldata_pl.datasets.folder import Record
 from smalldata_pl.datasets.segmentation import MaskRecord, read_mask
@@ -62,7 +63,8 @@ def write_augmented(
     prepare_output(out, overwrite, sources)
     stems = _unique_stems(sources, root)
     rows = []
-    for index, (record, stem) in enumerate(zip(records, stems, strict=True)):
+    pairs = tqdm(list(zip(records, stems, strict=True)), desc="augment", unit="image")
+    for index, (record, stem) in enumerate(pairs):
         image = read_image(sources[index])
         image = image[:, :, :3] if image.ndim == 3 else image[:, :, None]
         data = {"image": image.astype(np.float32)}
@@ -138,7 +140,7 @@ def write_synthetic(
     suffix = ".tif" if bits == 16 else ".png"
     rows = []
     prepare_output(out, overwrite)
-    for index in range(count):
+    for index in tqdm(range(count), desc=f"synth {kind}", unit="sample"):
         image, target = renderer(np.random.default_rng([seed, index]), index)
         group = f"synthetic-{kind}-{seed}-{index}"
         if kind == "grains":

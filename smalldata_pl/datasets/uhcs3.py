@@ -8,6 +8,8 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
+from tqdm import tqdm
+
 log = logging.getLogger(__name__)
 
 UHCS3_CLASSES = ("carbide_network", "pearlite", "spheroidite")
@@ -39,7 +41,7 @@ def download_uhcs3(root: str | Path, base_url: str = UHCS3_URL, manifest: Path =
     (root / "images").mkdir(parents=True, exist_ok=True)
     with manifest.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
-    for row in rows:
+    for row in tqdm(rows, desc="UHCS-3", unit="image"):
         target = root / row["file"]
         if target.is_file() and _sha256(target) == row["sha256"]:
             continue

@@ -3,6 +3,8 @@
 from collections.abc import Sequence
 from pathlib import Path
 
+from tqdm import tqdm
+
 from smalldata_pl.datasets.folder import Record
 from smalldata_pl.datasets.leakage import THRESHOLD, find_duplicates, signature
 from smalldata_pl.datasets.segmentation import MaskRecord
@@ -62,7 +64,7 @@ def audit_splits(
 ) -> list[dict]:
     """Every group overlap and transformed copy between the two sides of each split."""
     paths = [image_path(r) for r in records]
-    signatures = [signature(read_image(p)) for p in paths]
+    signatures = [signature(read_image(p)) for p in tqdm(paths, desc="fingerprinting", unit="image")]
     groups = [r.group for r in records]
     rows: list[dict] = []
     for name, train, val in splits:

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from smalldata_pl.evaluation.progress import RunProgress
 from smalldata_pl.evaluation.runs import Run, RunFactory
 from smalldata_pl.evaluation.summary import collect_folds, summarize, write_summary
 from smalldata_pl.io.images import write_label_image
@@ -29,6 +30,7 @@ def run_cross_validation(new_run: RunFactory, cv_dir: Path) -> dict:
     cv_dir.mkdir(parents=True, exist_ok=True)
     oof_rows: list[dict] = []
     fold, num_folds = 0, 1
+    progress: RunProgress | None = None
     while fold < num_folds:
         logger_args = [
             "--trainer.logger=lightning.pytorch.loggers.TensorBoardLogger",
@@ -41,8 +43,11 @@ def run_cross_validation(new_run: RunFactory, cv_dir: Path) -> dict:
         num_folds = getattr(run.datamodule, "num_folds", 0)
         if num_folds < 2:
             raise ValueError(f"{type(run.datamodule).__name__} has no num_folds >= 2; cv needs a fold-aware DataModule")
+        progress = progress or RunProgress("fold", num_folds)
+        progress.starting(fold)
         run.trainer.fit(run.model, datamodule=run.datamodule)
         oof_rows += _predictions(run, fold, cv_dir)
+        progress.finished()
         fold += 1
     _write_rows(cv_dir / "oof_predictions.csv", oof_rows)
     summary = summarize(collect_folds(cv_dir, range(num_folds)))

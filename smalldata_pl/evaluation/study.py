@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from smalldata_pl.evaluation.progress import RunProgress
 from smalldata_pl.evaluation.runs import RunFactory
 from smalldata_pl.io.tables import write_csv
 
@@ -75,11 +76,13 @@ def run_study(
     values = {**callbacks, "synthetic_encoder": synthetic_encoder}
     index, count = shard
     every = study_points(strategies, sizes, repeats, folds or _num_folds(new_run))
-    for strategy, size, repeat, fold in every[index::count]:
-        key = f"{strategy}_n{size or 'all'}_r{repeat}_f{fold}"
+    mine = every[index::count]
+    todo = [p for p in mine if not (points / f"{_key(*p)}.json").is_file()]  # finished points are never redone
+    progress = RunProgress("point", len(todo))
+    for number, (strategy, size, repeat, fold) in enumerate(todo):
+        key = _key(strategy, size, repeat, fold)
         done = points / f"{key}.json"
-        if done.is_file():  # resumability: finished points are never redone
-            continue
+        progress.starting(number, key)
         start = time.perf_counter()
         args = [
             *(_render(a, values) for a in STRATEGIES[strategy]),
@@ -109,9 +112,14 @@ def run_study(
         partial = done.with_suffix(".part")
         partial.write_text(json.dumps(row))
         partial.replace(done)  # atomic: a process killed while writing leaves no half-written point
+        progress.finished()
     rows = finished_points(out)
     write_outputs(rows, out)
     return rows
+
+
+def _key(strategy: str, size: int | None, repeat: int, fold: int) -> str:
+    return f"{strategy}_n{size or 'all'}_r{repeat}_f{fold}"
 
 
 def finished_points(out: Path) -> list[dict]:
