@@ -191,6 +191,15 @@ def test_cv_writes_summary_and_cv_report_reproduces_it(tmp_path, grouped_manifes
     oof = list(csv.DictReader((tmp_path / "cv" / "oof_predictions.csv").open()))
     assert len(oof) == 20 and {r["fold"] for r in oof} == {"0", "1", "2"}
     assert len({r["path"] for r in oof}) == 20  # every image predicted exactly once, by the model that never saw it
+    report = {r["class"]: r for r in csv.DictReader((tmp_path / "cv" / "oof_report.csv").open())}
+    for index, name in enumerate(["ferrite", "pearlite"]):
+        mine = [r for r in oof if int(r["label"]) == index]
+        assert int(report[name]["support"]) == len(mine) == 10
+        recall = np.mean([int(r["prediction"]) == index for r in mine])
+        assert float(report[name]["recall"]) == pytest.approx(recall, abs=1e-4)
+    confusion = list(csv.DictReader((tmp_path / "cv" / "oof_confusion.csv").open()))
+    assert all(float(r["ferrite"]) + float(r["pearlite"]) == pytest.approx(1, abs=2e-4) for r in confusion)
+    assert (tmp_path / "cv" / "oof_confusion.png").stat().st_size > 0
     (tmp_path / "cv" / "summary.json").unlink()
     main(["cv-report", str(tmp_path / "cv")])
     assert json.loads((tmp_path / "cv" / "summary.json").read_text()) == summary

@@ -50,9 +50,48 @@ def run_cross_validation(new_run: RunFactory, cv_dir: Path) -> dict:
         progress.finished()
         fold += 1
     _write_rows(cv_dir / "oof_predictions.csv", oof_rows)
+    names = getattr(run.model, "class_names", None)
+    labelled = [r for r in oof_rows if "label" in r and "mask" not in r]
+    if labelled and names:
+        write_pooled_report(labelled, list(names), cv_dir)
     summary = summarize(collect_folds(cv_dir, range(num_folds)))
     write_summary(cv_dir, summary)
     return summary
+
+
+def write_pooled_report(rows: list[dict], class_names: list[str], cv_dir: Path) -> None:
+    """The out-of-fold predictions of all folds pooled: per-class report and normalised confusion matrix.
+
+    Every image is predicted once, by the fold model that never saw it, so the pooled table is the honest
+    per-class picture (a single fold has too few images per class). Writes ``oof_report.csv`` (precision,
+    recall, F1 and support per class), ``oof_confusion.csv`` (rows: true class, normalised to 1) and
+    ``oof_confusion.png``.
+    """
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix, precision_recall_fscore_support
+
+    true = [int(r["label"]) for r in rows]
+    predicted = [int(r["prediction"]) for r in rows]
+    classes = list(range(len(class_names)))
+    precision, recall, f1, support = precision_recall_fscore_support(true, predicted, labels=classes, zero_division=0)
+    report = [
+        {"class": name, "precision": round(float(p), 4), "recall": round(float(r), 4), "f1": round(float(f), 4),
+         "support": int(s)}
+        for name, p, r, f, s in zip(class_names, precision, recall, f1, support, strict=True)
+    ]  # fmt: skip
+    write_csv(cv_dir / "oof_report.csv", report)
+    matrix = confusion_matrix(true, predicted, labels=classes, normalize="true")
+    write_csv(
+        cv_dir / "oof_confusion.csv",
+        [{"true": name, **{p: round(float(v), 4) for p, v in zip(class_names, row, strict=True)}}
+         for name, row in zip(class_names, matrix, strict=True)],
+    )  # fmt: skip
+    figure, axis = plt.subplots(figsize=(1.2 * len(class_names) + 2, 1.2 * len(class_names) + 1.5))
+    ConfusionMatrixDisplay(matrix, display_labels=class_names).plot(ax=axis, values_format=".2f", colorbar=False)
+    axis.set_title(f"out-of-fold, {len(rows)} images, rows normalised", fontsize=9)
+    figure.tight_layout()
+    figure.savefig(cv_dir / "oof_confusion.png", dpi=120)
+    plt.close(figure)
 
 
 def _predictions(run: Run, fold: int, cv_dir: Path) -> list[dict]:
