@@ -199,3 +199,14 @@ def test_cv_takes_its_own_options_from_a_second_yaml(tmp_path, grouped_manifest,
     oof = list(csv.DictReader((cv_dir / "oof_predictions.csv").open()))
     assert len(oof) == 20 and len({r["path"] for r in oof}) == 20  # every image once, from the fold that held it out
     assert not (tmp_path / "lightning_logs" / "cv").exists()  # nothing went to the default cv folder
+
+
+def test_fit_logs_its_settings_and_final_metrics_to_the_hparams_tab():
+    main(["fit", "-c", str(REPO / "configs" / "smoke.yaml"), "--trainer.max_epochs=1"])
+    run = Path("lightning_logs/smoke/version_0")
+    settings = json.loads((run / "settings.json").read_text())
+    assert settings["model.backbone"] == "test_resnet" and settings["data.image_size"] == 48 and settings["lr"] > 0
+    events = EventAccumulator(str(run)).Reload()
+    plugin = events.PluginTagToContent("hparams")
+    assert "_hparams_/session_start_info" in plugin
+    assert "final/val/acc" in events.Tags()["scalars"]

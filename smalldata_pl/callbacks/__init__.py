@@ -1,8 +1,16 @@
 """Callbacks: staged unfreezing with discriminative learning rates, checkpoints, and what gets drawn or written."""
 
 from smalldata_pl.callbacks.checkpoints import LastAndBestCheckpoint
+from smalldata_pl.callbacks.hparams import HParamsSummary
 from smalldata_pl.callbacks.staged_unfreezing import Stage, StagedUnfreezing
 from smalldata_pl.callbacks.visual import InputSampleGrid
 from smalldata_pl.callbacks.writers import PredictionWriter
 
-__all__ = ["InputSampleGrid", "LastAndBestCheckpoint", "PredictionWriter", "Stage", "StagedUnfreezing"]
+__all__ = [
+    "HParamsSummary",
+    "InputSampleGrid",
+    "LastAndBestCheckpoint",
+    "PredictionWriter",
+    "Stage",
+    "StagedUnfreezing",
+]

@@ -10,7 +10,7 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from smalldata_pl.callbacks import InputSampleGrid, LastAndBestCheckpoint, PredictionWriter
+from smalldata_pl.callbacks import HParamsSummary, InputSampleGrid, LastAndBestCheckpoint, PredictionWriter
 from smalldata_pl.tasks.base import TransferModule
 
 DESCRIPTION = """smalldata_pl: deep learning on small materials-science image data.
@@ -61,7 +61,12 @@ class SmallDataCLI(LightningCLI):
                 "init_args": {"save_dir": "lightning_logs", "name": "smalldata", "default_hp_metric": False},
             },
             # Instances, not configs: LightningCLI appends these after the configured callbacks.
-            "callbacks": [LearningRateMonitor(logging_interval="step"), InputSampleGrid(), PredictionWriter()],
+            "callbacks": [
+                LearningRateMonitor(logging_interval="step"),
+                InputSampleGrid(),
+                PredictionWriter(),
+                HParamsSummary(),
+            ],
             "log_every_n_steps": 10,
         }
         super().__init__(

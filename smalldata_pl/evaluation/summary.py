@@ -16,6 +16,7 @@ import numpy as np
 from scipy import stats
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from smalldata_pl.callbacks.hparams import SETTINGS_FILE
 from smalldata_pl.io.images import atomic_path
 
 PREFIX = "val/"
@@ -115,7 +116,10 @@ def write_summary(cv_dir: str | Path, summary: dict) -> None:
 
     with SummaryWriter(str(cv_dir / "summary")) as writer:
         flat = {f"cv/{m}_{s}": v for m, stat in summary["metrics"].items() for s, v in stat.items()}
-        writer.add_hparams({"num_folds": summary["num_folds"]}, flat, run_name=".")
+        # The settings the folds were trained with (fold 0's record), so cv runs compare by backbone, LR, size.
+        settings_file = cv_dir / "fold_0" / SETTINGS_FILE
+        settings = json.loads(settings_file.read_text()) if settings_file.is_file() else {}
+        writer.add_hparams({**settings, "num_folds": summary["num_folds"]}, flat, run_name=".")
 
 
 def format_summary(summary: dict) -> str:
