@@ -210,3 +210,4 @@ def test_fit_logs_its_settings_and_final_metrics_to_the_hparams_tab():
     plugin = events.PluginTagToContent("hparams")
     assert "_hparams_/session_start_info" in plugin
     assert "final/val/acc" in events.Tags()["scalars"]
+    assert "explain/gradcam_validation" in events.Tags()["images"]  # where the classifier looks, every epoch

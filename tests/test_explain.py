@@ -15,7 +15,7 @@ from torch import nn
 from smalldata_pl.cli import main
 from smalldata_pl.inference import Predictor, load_predictor
 from smalldata_pl.inference.calibration import calibrate_from_labelled_images
-from smalldata_pl.inference.explain import gradcam, last_stage_layer
+from smalldata_pl.models.gradcam import gradcam, last_stage_layer
 from smalldata_pl.tasks import MicrographClassifier
 
 

@@ -1,4 +1,4 @@
-"""Pictures of what the model sees: input grids (originals beside their augmented versions) at fit start."""
+"""Pictures of what the model sees: input grids at fit start, Grad-CAM maps of validation images."""
 
 import copy
 
@@ -54,3 +54,62 @@ def _displayable(image: torch.Tensor, side: int) -> torch.Tensor:
         image = F.interpolate(image[None], size=(side, side), mode="bilinear", align_corners=False)[0]
     low, high = image.min(), image.max()
     return (image - low) / (high - low + 1e-8)
+
+
+class GradCamGrid(Callback):
+    """Log Grad-CAM maps of a fixed set of validation images at validation end: where the classifier looks.
+
+    The first ``num_samples`` validation images are kept at the first validation, so every epoch shows the same
+    images; each is drawn with the heat map of the class the model predicts. Classifiers only (models with a
+    backbone returning ``[N, K]`` logits); other tasks are skipped.
+
+    Args:
+        num_samples: Validation images shown.
+        every_n_epochs: Draw every n-th validation.
+    """
+
+    def __init__(self, num_samples: int = 8, every_n_epochs: int = 1) -> None:
+        self.num_samples = num_samples
+        self.every_n_epochs = every_n_epochs
+        self._images: torch.Tensor | None = None
+
+    @override
+    def on_validation_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: object, batch: object, *args: object, **kw: object
+    ) -> None:
+        if self._images is None and isinstance(batch, dict) and "label" in batch and batch["image"].ndim == 4:
+            self._images = batch["image"][: self.num_samples].detach().clone().cpu()
+
+    @override
+    @rank_zero_only
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if (
+            self._images is None
+            or trainer.sanity_checking
+            or not isinstance(trainer.logger, TensorBoardLogger)
+            or not hasattr(pl_module, "backbone")
+            or trainer.current_epoch % self.every_n_epochs
+        ):
+            return
+        import numpy as np
+
+        # Imported here: captum loads only for runs that draw maps, not for every command's start-up.
+        from smalldata_pl.models.gradcam import gradcam, heatmap_overlay
+
+        was_training = pl_module.training
+        pl_module.eval()
+        tiles = []
+        # Validation runs under inference mode; Grad-CAM needs gradients of ordinary tensors.
+        with torch.inference_mode(False), torch.enable_grad():
+            images = self._images.clone().to(pl_module.device)
+            predicted = pl_module(images).argmax(dim=1).tolist()
+            for image, label in zip(images, predicted, strict=True):
+                cam = gradcam(pl_module, image, int(label))
+                grey = _displayable(image.detach().cpu(), min(image.shape[-2:]))
+                grey = F.interpolate(grey[None], size=cam.shape, mode="bilinear", align_corners=False)[0]
+                overlay = heatmap_overlay(grey.mean(dim=0).numpy(), cam)
+                tiles.append(torch.from_numpy(np.ascontiguousarray(overlay)).permute(2, 0, 1).float() / 255)
+        pl_module.train(was_training)
+        side = min(min(t.shape[-2:]) for t in tiles)
+        grid = make_grid(torch.stack([_displayable(t, side) for t in tiles]), nrow=4)
+        trainer.logger.experiment.add_image("explain/gradcam_validation", grid, trainer.global_step)

@@ -10,7 +10,7 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from smalldata_pl.callbacks import HParamsSummary, InputSampleGrid, LastAndBestCheckpoint, PredictionWriter
+from smalldata_pl.callbacks import GradCamGrid, HParamsSummary, InputSampleGrid, LastAndBestCheckpoint, PredictionWriter
 from smalldata_pl.tasks.base import TransferModule
 
 DESCRIPTION = """smalldata_pl: deep learning on small materials-science image data.
@@ -66,6 +66,7 @@ class SmallDataCLI(LightningCLI):
                 InputSampleGrid(),
                 PredictionWriter(),
                 HParamsSummary(),
+                GradCamGrid(),
             ],
             "log_every_n_steps": 10,
         }

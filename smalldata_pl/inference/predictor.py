@@ -9,9 +9,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from smalldata_pl.inference.explain import gradcam
 from smalldata_pl.inference.tta import segment, view_logits, views_from_invariances
 from smalldata_pl.io.images import read_image, to_unit_float
+from smalldata_pl.models.gradcam import gradcam
 from smalldata_pl.tasks.base import TransferModule
 from smalldata_pl.transforms.pipeline import IMAGENET_MEAN, IMAGENET_STD, ImagePipeline, normalization_stats
 from smalldata_pl.transforms.views import IDENTITY

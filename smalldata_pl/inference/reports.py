@@ -17,11 +17,11 @@ from torchmetrics.classification import (
 from tqdm import tqdm
 
 from smalldata_pl.datasets.folder import read_manifest
-from smalldata_pl.inference.explain import heatmap_overlay
 from smalldata_pl.inference.predictor import Prediction, Predictor, load_predictor
 from smalldata_pl.io.images import ImageReadError, read_image
 from smalldata_pl.io.output_folder import prepare_output
 from smalldata_pl.io.tables import write_csv
+from smalldata_pl.models.gradcam import heatmap_overlay
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Grad-CAM maps of a classifier's last backbone stage (captum), and heat-map overlays of them."""
+"""Grad-CAM maps of a classifier (captum's LayerGradCam on the backbone's last spatial stage) and their overlays."""
 
 import numpy as np
 import torch
