@@ -1,0 +1,83 @@
+"""UHCS-3 group 5-fold: the same fold models evaluated with squashed vs aspect-keeping inputs, with and without TTA.
+
+Trains the recommended recipe once per fold with `smalldata cv` (skipped when the fold checkpoints exist), then
+scores every fold's final model (last.ckpt) on its validation fold four ways: `resize: squash` (the old
+evaluation geometry) or `shortest_side` (the new default), each with and without D4 test-time augmentation.
+Training is identical for all four, so the differences are the evaluation geometry and TTA alone.
+
+    python benchmarks/uhcs3_geometry_tta.py --root ../shared/data/uhcs3 --image_size 224 \
+        --cv_dir benchmarks/runs/geometry_224
+"""
+
+import argparse
+import json
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from smalldata_pl.datamodules import UHCS3
+from smalldata_pl.inference.tta import classify
+from smalldata_pl.tasks import MicrographClassifier
+from smalldata_pl.transforms.views import allowed_views
+
+CONFIG = "configs/exercise_efficientnet_lite0_offline.yaml"
+
+
+def train_folds(root: str, image_size: int, cv_dir: Path) -> None:
+    if all((cv_dir / f"fold_{k}" / "checkpoints" / "last.ckpt").is_file() for k in range(5)):
+        return
+    subprocess.run(
+        ["smalldata", "cv", "-c", CONFIG, f"--data.init_args.root={root}", f"--data.init_args.image_size={image_size}",
+         "--data.init_args.leakage_check=off", "--trainer.enable_progress_bar=false", "--cv_dir", str(cv_dir)],
+        check=True,
+    )  # fmt: skip
+
+
+def fold_accuracy(root: str, image_size: int, cv_dir: Path, fold: int, resize: str, tta: bool) -> float:
+    data = UHCS3(root, num_folds=5, fold=fold, image_size=image_size, in_chans=3, leakage_check="off", resize=resize)
+    data.setup("validate")
+    model = MicrographClassifier.load_from_checkpoint(
+        cv_dir / f"fold_{fold}" / "checkpoints" / "last.ckpt", map_location="cpu", pretrained=False
+    ).eval()
+    invariances = data.invariances
+    views = allowed_views(invariances.rotation, invariances.mirror)[: 8 if tta else 1]
+    correct = 0
+    dataset = data.val_dataset
+    assert dataset is not None
+    with torch.inference_mode():
+        for start in range(0, len(dataset), 16):
+            samples = [dataset[i] for i in range(start, min(start + 16, len(dataset)))]
+            images = torch.stack([s["image"] for s in samples])
+            labels = torch.stack([s["label"] for s in samples])
+            correct += int((classify(model, images, views).argmax(dim=1) == labels).sum())
+    return correct / len(dataset)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", default="../shared/data/uhcs3")
+    parser.add_argument("--image_size", type=int, default=224)
+    parser.add_argument("--cv_dir", type=Path, default=Path("benchmarks/runs/geometry_224"))
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    start = time.perf_counter()
+    train_folds(args.root, args.image_size, args.cv_dir)
+    trained = time.perf_counter()
+    results = {}
+    for resize in ("squash", "shortest_side"):
+        for tta in (False, True):
+            scores = [fold_accuracy(args.root, args.image_size, args.cv_dir, k, resize, tta) for k in range(5)]
+            name = f"{resize}{' + TTA' if tta else ''}"
+            results[name] = {"folds": scores, "mean": float(np.mean(scores)), "std": float(np.std(scores, ddof=1))}
+            print(f"{name:22s} {np.mean(scores):.3f} ± {np.std(scores, ddof=1):.3f}  folds {np.round(scores, 3)}")
+    results["machine"] = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    results["seconds"] = {"train": round(trained - start, 1), "evaluate": round(time.perf_counter() - trained, 1)}
+    (args.cv_dir / "geometry_tta.json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
