@@ -61,6 +61,16 @@ class TransferModule(LightningModule):
         """The training loss of one batch, without logging (used by the LR finder outside the Trainer)."""
         raise NotImplementedError(f"{type(self).__name__} does not define training_loss")
 
+    def log_loss(self, split: str, loss: torch.Tensor, batch_size: int) -> None:
+        """Log ``{split}/loss``: per step and epoch in training, per epoch otherwise.
+
+        Averaged over DDP ranks, so every rank (and the checkpoint monitor) sees the same value.
+        """
+        on_step = split == "train"
+        self.log(
+            f"{split}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=batch_size, sync_dist=True
+        )
+
     @property
     def param_group_names(self) -> list[str]:
         """Group names ordered from input (``stem``) to output (``head``)."""

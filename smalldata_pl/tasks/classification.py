@@ -86,11 +86,7 @@ class MicrographClassifier(TransferModule):
         logits = self(batch["image"])
         loss = F.cross_entropy(logits, batch["label"], label_smoothing=self.label_smoothing if split == "train" else 0)
         metrics.update(logits, batch["label"])
-        on_step = split == "train"
-        # Averaged over DDP ranks, so every rank (and the checkpoint monitor) sees the same value.
-        self.log(
-            f"{split}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(logits), sync_dist=True
-        )
+        self.log_loss(split, loss, len(logits))
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=split != "train")
         if split == "val":
             self.val_confusion.update(logits, batch["label"])

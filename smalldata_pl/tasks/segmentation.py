@@ -125,16 +125,7 @@ class MicrographSegmenter(TransferModule):
         loss = segmentation_loss(logits, batch["mask"], self.loss_kind, self.class_weights)
         prediction = logits.argmax(dim=1)
         self.iou[f"{split}_"].update(prediction, batch["mask"])
-        # Averaged over DDP ranks, so every rank (and the checkpoint monitor) sees the same value.
-        self.log(
-            f"{split}/loss",
-            loss,
-            on_step=split == "train",
-            on_epoch=True,
-            prog_bar=True,
-            batch_size=len(logits),
-            sync_dist=True,
-        )
+        self.log_loss(split, loss, len(logits))
         if self.boundary_class is not None:
             metric = self.boundary_f1[f"{split}_"]
             metric.update(prediction, batch["mask"])

@@ -90,16 +90,7 @@ class SpectrumClassifier(TransferModule):
         else:
             loss = F.binary_cross_entropy_with_logits(logits, batch["labels"])
             self.metrics[f"{split}_"].update(logits.sigmoid(), batch["labels"].long())
-        # Averaged over DDP ranks, so every rank (and the checkpoint monitor) sees the same value.
-        self.log(
-            f"{split}/loss",
-            loss,
-            on_step=split == "train",
-            on_epoch=True,
-            prog_bar=True,
-            batch_size=len(logits),
-            sync_dist=True,
-        )
+        self.log_loss(split, loss, len(logits))
         self.log_dict(self.metrics[f"{split}_"], on_step=False, on_epoch=True)
         return loss
 
