@@ -92,3 +92,37 @@ def test_predict_covers_an_unlabelled_folder(tmp_path, grouped_manifest):
     assert len(rows) == len(images) + 1
     assert all(r["prediction"] in ("ferrite", "pearlite") for r in rows)
     assert "label" not in rows[0]
+
+
+def test_segmentation_trains_on_everything_tests_a_held_out_manifest_and_predicts_unlabelled_images(tmp_path):
+    from smalldata_pl.datamodules import SegmentationFolder
+
+    rng = np.random.default_rng(0)
+
+    def pairs(folder: Path, count: int) -> Path:
+        rows = ["image,mask,group"]
+        for i in range(count):
+            mask = (rng.random((24, 24)) > 0.5).astype(np.uint8)
+            write_image(folder / "images" / f"i{i}.png", (mask * 200 + 20).astype(np.uint8))
+            write_image(folder / "masks" / f"i{i}.png", mask)
+            rows.append(f"images/i{i}.png,masks/i{i}.png,g{i}")
+        (folder / "manifest.csv").write_text("\n".join(rows) + "\n")
+        return folder / "manifest.csv"
+
+    pairs(tmp_path / "train", 4)
+    held_out = pairs(tmp_path / "held_out", 2)
+    new = tmp_path / "new"
+    write_image(new / "a.png", (rng.random((30, 20)) * 255).astype(np.uint8))
+    data = SegmentationFolder(tmp_path / "train", ["a", "b"], crop_size=16, num_folds=None,
+                              test_manifest=held_out, predict_root=new)  # fmt: skip
+    data.setup("fit")
+    assert len(data.train_dataset) == 4 and data.val_dataset is None and data.val_dataloader() == []
+    data.setup("test")
+    assert [r.image.name for r in data.test_dataset.records] == ["i0.png", "i1.png"]
+    data.setup("predict")
+    sample = data.predict_dataset[0]
+    assert sample["image"].shape[-2:] == (30, 20) and "mask" not in sample and "label" not in sample
+    without = SegmentationFolder(tmp_path / "train", ["a", "b"], crop_size=16, num_folds=None)
+    without.setup("test")
+    with pytest.raises(ValueError, match="test_manifest"):
+        without.test_dataloader()

@@ -10,7 +10,13 @@ from typing import Any
 import numpy as np
 
 from smalldata_pl.datamodules.base import MicrographDataModule
-from smalldata_pl.datasets.folder import MicrographFolderDataset, Record, find_records, unlabelled_files
+from smalldata_pl.datasets.folder import (
+    MicrographFolderDataset,
+    Record,
+    find_records,
+    resolve_image_set,
+    unlabelled_files,
+)
 from smalldata_pl.datasets.leakage import (
     DuplicatePair,
     LeakageError,
@@ -101,8 +107,8 @@ class MicrographFolder(MicrographDataModule):
         self.leakage_check = leakage_check
         self.train_per_class, self.subsample_seed = train_per_class, subsample_seed
         self.skipped: list[str] = []
-        self.held_out = _optional_set(test_root, test_manifest, "test")
-        self.unlabelled = _optional_set(predict_root, predict_manifest, "predict")
+        self.held_out = resolve_image_set(test_root, test_manifest, "test")
+        self.unlabelled = resolve_image_set(predict_root, predict_manifest, "predict")
         self._signatures: dict[Path, Signature] = {}
         self._shapes: dict[Path, tuple[int, ...]] = {}
         self._held_out_dataset: MicrographFolderDataset | None = None
@@ -269,14 +275,3 @@ class MicrographFolder(MicrographDataModule):
                 for left in range(0, width - size + 1, stride):
                     tiles.append(replace(record, tile=(top, left, size, size)))
         return tiles
-
-
-def _optional_set(root: str | Path | None, manifest: str | Path | None, name: str) -> tuple[Path, Path | None] | None:
-    """``(root, manifest)`` of an optional extra image set; a manifest alone is read relative to its folder."""
-    if root is None and manifest is None:
-        return None
-    manifest_path = Path(manifest).expanduser() if manifest is not None else None
-    folder = Path(root).expanduser() if root is not None else manifest_path.parent  # type: ignore[union-attr]
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{name}_root {folder} does not exist; fix data.{name}_root")
-    return folder, manifest_path

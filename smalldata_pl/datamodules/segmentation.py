@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import Dataset
 
 from smalldata_pl.datamodules.base import MicrographDataModule
+from smalldata_pl.datasets.folder import MicrographFolderDataset, Record, resolve_image_set, unlabelled_files
 from smalldata_pl.datasets.segmentation import MaskRecord, SegmentationDataset, check_records, read_mask_manifest
 from smalldata_pl.datasets.splits import check_no_group_leak, fold_indices
 from smalldata_pl.transforms.invariances import LabelInvariances
@@ -35,8 +36,13 @@ class SegmentationFolder(MicrographDataModule):
         crop_size: Side of the random training crops.
         augmentation: Extra training augmentation (applied to image and mask together).
         official_split: Use this upstream split from the manifest instead of K-fold.
-        num_folds: K of the group K-fold.
+        num_folds: K of the group K-fold; ``None`` trains on every image with no validation loop.
         fold: Validation fold.
+        test_manifest: CSV ``image,mask[,group]`` of a labelled held-out set (paths relative to the CSV's folder),
+            scored by ``smalldata test``.
+        predict_root: Folder of unlabelled images for ``smalldata predict`` (searched recursively), or what
+            ``predict_manifest`` paths are relative to; without it, predict covers the test split.
+        predict_manifest: CSV with a ``file`` column listing the images to predict.
         train_limit: Keep only the first N training images (one-shot and few-shot studies).
         crops_per_image: Random training crops drawn from each image per epoch.
         batch_size: Samples per batch (whole-image evaluation uses batch size 1).
@@ -51,8 +57,11 @@ class SegmentationFolder(MicrographDataModule):
         crop_size: int = 256,
         augmentation: str | dict | list | None = None,
         official_split: str | None = None,
-        num_folds: int = 5,
+        num_folds: int | None = 5,
         fold: int = 0,
+        test_manifest: str | Path | None = None,
+        predict_root: str | Path | None = None,
+        predict_manifest: str | Path | None = None,
         train_limit: int | None = None,
         crops_per_image: int = 1,
         batch_size: int = 8,
@@ -69,6 +78,9 @@ class SegmentationFolder(MicrographDataModule):
         self.records = read_mask_manifest(self.manifest, self.root)
         self.split = "group"
         self._image_sizes: dict[MaskRecord, tuple[int, int]] = {}  # records already checked: setup runs per stage
+        held_out = Path(test_manifest).expanduser() if test_manifest else None
+        self.held_out = read_mask_manifest(held_out, held_out.parent) if held_out else None
+        self.unlabelled = resolve_image_set(predict_root, predict_manifest, "predict")
 
     def _split_records(self) -> tuple[list[MaskRecord], list[MaskRecord], list[MaskRecord]]:
         if self.official_split:
@@ -80,6 +92,8 @@ class SegmentationFolder(MicrographDataModule):
             if not train:
                 raise ValueError(f"no rows tagged {self.official_split}:train in {self.manifest}")
             return train, val, test or val
+        if self.num_folds is None:
+            return list(self.records), [], []
         groups = [r.group for r in self.records]
         train_idx, val_idx = fold_indices([0] * len(groups), groups, self.num_folds, self.fold, "group", self.seed)
         val = [self.records[i] for i in val_idx]
@@ -90,6 +104,8 @@ class SegmentationFolder(MicrographDataModule):
         if self.train_limit is not None:
             train = train[: self.train_limit]
         check_no_group_leak([r.group for r in train], [r.group for r in val])
+        if self.held_out is not None:
+            test = self.held_out
         self._check(train, val, test)
         extra = self.train_augmentation(self.augmentation)
         # Padding is image 0 and mask IGNORE_INDEX: never trained or scored as class 0.
@@ -98,9 +114,13 @@ class SegmentationFolder(MicrographDataModule):
         self.train_dataset = SegmentationDataset(
             train, self.pipeline(augment), self.num_classes, self.seed, self.crops_per_image
         )
-        self.val_dataset = SegmentationDataset(val, self.pipeline(None), self.num_classes, self.seed)
-        self.test_dataset = SegmentationDataset(test, self.pipeline(None), self.num_classes, self.seed)
+        evaluate = self.pipeline(None)
+        self.val_dataset = SegmentationDataset(val, evaluate, self.num_classes, self.seed) if val else None
+        self.test_dataset = SegmentationDataset(test, evaluate, self.num_classes, self.seed) if test else None
         self.predict_dataset = self.test_dataset
+        if stage == "predict" and self.unlabelled is not None:
+            files = unlabelled_files(*self.unlabelled)
+            self.predict_dataset = MicrographFolderDataset([Record(p, -1, str(p)) for p in files], evaluate, self.seed)
 
     def _check(self, train: list[MaskRecord], val: list[MaskRecord], test: list[MaskRecord]) -> None:
         unchecked = [r for r in dict.fromkeys([*train, *val, *test]) if r not in self._image_sizes]
@@ -117,10 +137,15 @@ class SegmentationFolder(MicrographDataModule):
                     self.crop_size,
                 )
 
-    def val_dataloader(self) -> torch.utils.data.DataLoader:
-        return self._whole_images(self.val_dataset)
+    def val_dataloader(self) -> Any:
+        # No validation loop when training on everything (num_folds: null): Lightning skips an empty list.
+        return [] if self.val_dataset is None else self._whole_images(self.val_dataset)
 
     def test_dataloader(self) -> torch.utils.data.DataLoader:
+        if self.test_dataset is None:
+            raise ValueError(
+                "no test images: training on everything (num_folds: null) leaves none; set data.test_manifest"
+            )
         return self._whole_images(self.test_dataset)
 
     def predict_dataloader(self) -> torch.utils.data.DataLoader:

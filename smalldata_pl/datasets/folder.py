@@ -161,6 +161,19 @@ def read_manifest(manifest: Path, required: Sequence[str]) -> list[dict[str, str
     return rows
 
 
+def resolve_image_set(
+    root: str | Path | None, manifest: str | Path | None, name: str
+) -> tuple[Path, Path | None] | None:
+    """``(root, manifest)`` of an optional extra image set; a manifest alone is read relative to its folder."""
+    if root is None and manifest is None:
+        return None
+    manifest_path = Path(manifest).expanduser() if manifest is not None else None
+    folder = Path(root).expanduser() if root is not None else manifest_path.parent  # type: ignore[union-attr]
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{name}_root {folder} does not exist; fix data.{name}_root")
+    return folder, manifest_path
+
+
 def unlabelled_files(root: Path, manifest: Path | None = None) -> list[Path]:
     """Images to predict: the ``file`` column of a manifest (relative to ``root``), or every image under ``root``."""
     if manifest is not None:
