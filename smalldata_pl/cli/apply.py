@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from smalldata_pl.cli.options import command_parser, parse_options
+from smalldata_pl.datasets.folder import unlabelled_files
 from smalldata_pl.inference.reports import apply_to_images
-from smalldata_pl.io.images import IMAGE_SUFFIXES
 
 
 @dataclass
@@ -51,7 +51,7 @@ def expand_inputs(inputs: Sequence[str]) -> list[tuple[Path, str]]:
     for item in inputs:
         path = Path(item).expanduser()
         if path.is_dir():
-            for file in sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
+            for file in unlabelled_files(path):  # every image below it; an empty folder is an error
                 found.setdefault(file, str(file.relative_to(path)))
         elif path.is_file():
             found.setdefault(path, path.name)

@@ -15,6 +15,7 @@ from smalldata_pl.datasets.folder import (
     Record,
     find_records,
     resolve_image_set,
+    tile_origins,
     unlabelled_files,
 )
 from smalldata_pl.datasets.leakage import (
@@ -271,7 +272,7 @@ class MicrographFolder(MicrographDataModule):
             height, width = self._shapes[record.path]
             if height < size or width < size:
                 raise ValueError(f"image {record.path} ({height}x{width}) is smaller than tile_size={size}")
-            for top in range(0, height - size + 1, stride):
-                for left in range(0, width - size + 1, stride):
-                    tiles.append(replace(record, tile=(top, left, size, size)))
+            tiles += [
+                replace(record, tile=(top, left, size, size)) for top, left in tile_origins(height, width, size, stride)
+            ]
         return tiles

@@ -161,6 +161,11 @@ def read_manifest(manifest: Path, required: Sequence[str]) -> list[dict[str, str
     return rows
 
 
+def tile_origins(height: int, width: int, size: int, stride: int) -> list[tuple[int, int]]:
+    """``(top, left)`` of every whole ``size`` x ``size`` tile, ``stride`` apart; edge remainders are dropped."""
+    return [(top, left) for top in range(0, height - size + 1, stride) for left in range(0, width - size + 1, stride)]
+
+
 def resolve_image_set(
     root: str | Path | None, manifest: str | Path | None, name: str
 ) -> tuple[Path, Path | None] | None:

@@ -9,10 +9,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from smalldata_pl.datasets.folder import tile_origins
 from smalldata_pl.inference.tta import segment, view_logits, views_from_invariances
 from smalldata_pl.io.images import read_image, to_unit_float
 from smalldata_pl.models.gradcam import gradcam
+from smalldata_pl.models.unet import window_starts
 from smalldata_pl.tasks.base import TransferModule
+from smalldata_pl.tasks.classification import MicrographClassifier
+from smalldata_pl.tasks.segmentation import MicrographSegmenter
 from smalldata_pl.transforms.pipeline import IMAGENET_MEAN, IMAGENET_STD, ImagePipeline, normalization_stats
 from smalldata_pl.transforms.views import IDENTITY
 
@@ -169,8 +173,7 @@ class Predictor:
         stride = self.preprocessing.get("tile_stride") or size
         return [
             (top, left, image[top : top + size, left : left + size])
-            for top in range(0, height - size + 1, stride)
-            for left in range(0, width - size + 1, stride)
+            for top, left in tile_origins(height, width, size, stride)
         ]
 
     def _segment(self, image: np.ndarray, name: str) -> Prediction:
@@ -185,8 +188,8 @@ class Predictor:
         try:
             if model.tile_size is not None:
                 stride = max(1, model.tile_size - model.tile_overlap)
-                windows = int(np.ceil(max(height - model.tile_size, 0) / stride + 1)) * int(
-                    np.ceil(max(width - model.tile_size, 0) / stride + 1)
+                windows = len(window_starts(height, model.tile_size, stride)) * len(
+                    window_starts(width, model.tile_size, stride)
                 )
             probabilities = segment(model.predict_logits, tensor, self.views)
         finally:
@@ -220,7 +223,7 @@ def load_predictor(
         )
     module_name, _, class_name = preprocessing["task"].rpartition(".")
     task = getattr(importlib.import_module(module_name), class_name)
-    if not issubclass(task, TransferModule) or not hasattr(task, "forward") or "Spectrum" in class_name:
+    if not issubclass(task, MicrographClassifier | MicrographSegmenter):
         raise ValueError(f"{path} holds a {class_name}; `apply` takes micrograph classifiers and segmenters")
     # pretrained=False: the checkpoint holds every weight, so no weights file or download is needed to rebuild.
     model = task.load_from_checkpoint(path, map_location="cpu", pretrained=False)

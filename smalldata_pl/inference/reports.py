@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torchmetrics.classification import (
     MulticlassAccuracy,
     MulticlassCalibrationError,
@@ -18,15 +17,18 @@ from tqdm import tqdm
 
 from smalldata_pl.datasets.folder import read_manifest
 from smalldata_pl.inference.predictor import Prediction, Predictor, load_predictor
-from smalldata_pl.io.images import ImageReadError, read_image
+from smalldata_pl.io.images import (
+    ImageReadError,
+    class_palette,
+    read_image,
+    write_label_image,
+    write_unit_image,
+)
 from smalldata_pl.io.output_folder import prepare_output
 from smalldata_pl.io.tables import write_csv
 from smalldata_pl.models.gradcam import heatmap_overlay
 
 log = logging.getLogger(__name__)
-
-# Distinct colours for class indices 0, 1, 2 …; class 0 (often matrix or grain interior) is black.
-PALETTE = [(0, 0, 0), (230, 25, 75), (60, 180, 75), (0, 130, 200), (255, 225, 25), (145, 30, 180), (70, 240, 240)]
 
 
 def apply_to_images(
@@ -160,25 +162,19 @@ def _write_explanations(predictor: Predictor, predictions: list[tuple[Prediction
         assert prediction.probabilities is not None
         image = read_image(prediction.source)
         cam = predictor.explain(image, target=int(np.argmax(prediction.probabilities)))
-        target = (out / "explain" / name).with_suffix(".png")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(heatmap_overlay(image, cam)).save(target)
+        write_unit_image((out / "explain" / name).with_suffix(".png"), heatmap_overlay(image, cam) / 255.0)
 
 
 def _write_segmentation(predictions: list[tuple[Prediction, str]], class_names: list[str], out: Path) -> None:
-    palette = [c for colour in (PALETTE * (len(class_names) // len(PALETTE) + 1))[:256] for c in colour]
+    palette = class_palette(len(class_names))
     rows = []
     for prediction, name in predictions:
         assert prediction.mask is not None
         mask = prediction.mask.astype(np.uint8)
         target = (out / "masks" / name).with_suffix(".png")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        image = Image.fromarray(mask, mode="P")
-        image.putpalette(palette)  # class indices stay the pixel values; viewers show the colours
-        image.save(target)
-        overlay = (out / "overlays" / name).with_suffix(".png")
-        overlay.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(_overlay(read_image(prediction.source), mask, palette)).save(overlay)
+        write_label_image(target, mask, palette)
+        overlay = _overlay(read_image(prediction.source), mask, palette)
+        write_unit_image((out / "overlays" / name).with_suffix(".png"), overlay / 255.0)
         counts = np.bincount(mask.ravel(), minlength=len(class_names))
         row: dict[str, object] = {"file": prediction.source, "mask": str(target.relative_to(out))}
         row.update({f"fraction_{n}": round(float(c) / mask.size, 6) for n, c in zip(class_names, counts, strict=False)})
@@ -186,10 +182,10 @@ def _write_segmentation(predictions: list[tuple[Prediction, str]], class_names: 
     write_csv(out / "areas.csv", rows)
 
 
-def _overlay(image: np.ndarray, mask: np.ndarray, palette: list[int]) -> np.ndarray:
+def _overlay(image: np.ndarray, mask: np.ndarray, palette: np.ndarray) -> np.ndarray:
     """The micrograph in grey with each class's colour blended at 40 %; class 0 left uncoloured."""
     grey = image if image.ndim == 2 else image[:, :, :3].mean(axis=2)
     rgb = np.repeat(grey[:, :, None], 3, axis=2) * 255
-    colours = np.asarray(palette, dtype=np.float64).reshape(-1, 3)[mask]
+    colours = palette.astype(np.float64)[mask]
     blended = np.where(mask[:, :, None] > 0, 0.6 * rgb + 0.4 * colours, rgb)
     return blended.round().clip(0, 255).astype(np.uint8)

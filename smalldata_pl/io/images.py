@@ -116,12 +116,30 @@ def write_unit_image(path: Path, image: np.ndarray, bits: int = 8) -> None:
             Image.fromarray((image * 255).round().astype(np.uint8)).save(temporary, format=pil_format(path))
 
 
-def write_label_image(path: Path, labels: np.ndarray) -> None:
-    """Write a class-index mask atomically as a single-channel PNG (8-bit, or 16-bit above 255 classes)."""
+# Distinct colours for class indices 0, 1, 2 …; class 0 (often matrix or grain interior) is black.
+BASE_COLOURS = ((0, 0, 0), (230, 25, 75), (60, 180, 75), (0, 130, 200), (255, 225, 25), (145, 30, 180), (70, 240, 240))
+
+
+def class_palette(count: int) -> np.ndarray:
+    """``[count, 3]`` uint8 RGB colours of class indices: fixed distinct ones first, then seeded random ones."""
+    extra = np.random.default_rng(0).integers(0, 256, (max(0, count - len(BASE_COLOURS)), 3))
+    return np.vstack([np.asarray(BASE_COLOURS), extra])[:count].astype(np.uint8)
+
+
+def write_label_image(path: Path, labels: np.ndarray, palette: np.ndarray | None = None) -> None:
+    """Write a class-index mask atomically as a single-channel PNG (8-bit, or 16-bit above 255 classes).
+
+    With a ``palette`` (``[K, 3]`` uint8, see :func:`class_palette`) an 8-bit mask is a palette PNG: the pixel
+    values stay the class indices, and any image viewer shows the colours.
+    """
     labels = np.asarray(labels)
     dtype = np.uint8 if labels.size == 0 or int(labels.max()) < 256 else np.uint16
+    image = Image.fromarray(labels.astype(dtype))
+    if palette is not None and dtype == np.uint8:
+        image = image.convert("P")  # an "L" image of indices becomes a "P" image with the same indices
+        image.putpalette(np.asarray(palette, dtype=np.uint8).ravel().tolist())
     with atomic_path(path) as temporary:
-        Image.fromarray(labels.astype(dtype)).save(temporary, format=pil_format(path))
+        image.save(temporary, format=pil_format(path))
 
 
 def pil_format(path: Path) -> str:

@@ -64,7 +64,8 @@ def _blend_window(size: int, overlap: int, device: torch.device) -> torch.Tensor
     return ramp[:, None] * ramp[None, :]
 
 
-def _starts(length: int, tile: int, stride: int) -> list[int]:
+def window_starts(length: int, tile: int, stride: int) -> list[int]:
+    """Start of every sliding window along one axis; the last window ends at the edge."""
     if length <= tile:
         return [0]
     starts = list(range(0, length - tile, stride))
@@ -92,8 +93,8 @@ def sliding_window(
     output: torch.Tensor | None = None
     weight = torch.zeros(1, 1, height, width, device=image.device)
     window = _blend_window(tile, overlap, image.device)
-    for top in _starts(height, tile, stride):
-        for left in _starts(width, tile, stride):
+    for top in window_starts(height, tile, stride):
+        for left in window_starts(width, tile, stride):
             logits = predict(image[:, :, top : top + tile, left : left + tile])
             if output is None:
                 output = torch.zeros(image.shape[0], logits.shape[1], height, width, device=image.device)

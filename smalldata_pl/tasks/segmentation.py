@@ -3,7 +3,6 @@
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import timm
 import torch
 import torch.nn.functional as F
@@ -12,6 +11,7 @@ from timm.models import group_parameters
 from torch import nn
 from typing_extensions import override
 
+from smalldata_pl.io.images import class_palette
 from smalldata_pl.models.backbone import create_backbone
 from smalldata_pl.models.losses import segmentation_loss
 from smalldata_pl.models.metrics import BoundaryF1, ClassIoU
@@ -179,7 +179,7 @@ class MicrographSegmenter(TransferModule):
             return
         image = images[0, 0].detach().float().cpu()
         image = (image - image.min()) / (image.max() - image.min() + 1e-8)
-        palette = torch.tensor(_palette(len(self.class_names)))
+        palette = torch.from_numpy(class_palette(len(self.class_names))).float() / 255
         palette = torch.cat([palette, palette.new_zeros(1, 3)])  # black for unlabelled pixels
         truth = masks[0].cpu().masked_fill(masks[0].cpu() == IGNORE_INDEX, len(self.class_names))
         rows = [
@@ -188,8 +188,3 @@ class MicrographSegmenter(TransferModule):
             palette[prediction[0].cpu()].permute(2, 0, 1),
         ]
         self.logger.experiment.add_image("val/image_truth_prediction", torch.cat(rows, dim=2), self.global_step)
-
-
-def _palette(count: int) -> np.ndarray:
-    base = np.array([[0.1, 0.1, 0.4], [0.2, 0.8, 0.6], [1.0, 0.85, 0.1], [0.9, 0.3, 0.3], [0.6, 0.4, 0.9]])
-    return np.vstack([base, np.random.default_rng(0).random((max(0, count - len(base)), 3))])[:count].astype(np.float32)
