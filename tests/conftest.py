@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 matplotlib.use("agg")
 # The tests' models are tiny: one thread avoids thread start-up and oversubscription costing more than it saves.
@@ -102,3 +103,15 @@ data:
 {extra}"""
     )
     return path
+
+
+def tensorboard_scalars(run_dir: Path) -> dict[str, list[float]]:
+    """Every scalar series of a TensorBoard run folder (image tags as ``image:<tag>`` with no values)."""
+    series: dict[str, list[float]] = {}
+    for event_file in sorted(run_dir.glob("events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(event_file), size_guidance={"scalars": 0})
+        accumulator.Reload()
+        for tag in accumulator.Tags()["scalars"]:
+            series.setdefault(tag, []).extend(e.value for e in accumulator.Scalars(tag))
+        series.update({f"image:{tag}": [] for tag in accumulator.Tags()["images"]})
+    return series

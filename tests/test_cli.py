@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import tensorboard_scalars as scalars
 from conftest import write_manifest_config
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -21,18 +22,6 @@ from smalldata_pl.tasks.optimization import named_param_groups
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = str(REPO / "configs" / "smoke.yaml")
 CONFIGS = sorted(str(p) for p in (REPO / "configs").rglob("*.yaml"))
-
-
-def scalars(run_dir: Path) -> dict[str, list[float]]:
-    """Every scalar series of a TensorBoard run folder (image tags as ``image:<tag>`` with no values)."""
-    series: dict[str, list[float]] = {}
-    for event_file in sorted(run_dir.glob("events.out.tfevents.*")):
-        accumulator = EventAccumulator(str(event_file), size_guidance={"scalars": 0})
-        accumulator.Reload()
-        for tag in accumulator.Tags()["scalars"]:
-            series.setdefault(tag, []).extend(e.value for e in accumulator.Scalars(tag))
-        series.update({f"image:{tag}": [] for tag in accumulator.Tags()["images"]})
-    return series
 
 
 def import_class(class_path: str) -> type:

@@ -5,8 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import pattern, write_image, write_manifest_config
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from conftest import pattern, tensorboard_scalars, write_image, write_manifest_config
 
 from smalldata_pl.cli import main
 from smalldata_pl.datamodules import MicrographFolder
@@ -21,16 +20,11 @@ def _labelled_folder(root: Path, per_class: int = 3, seed: int = 5) -> Path:
     return root
 
 
-def _scalars(run: Path) -> dict[str, list[float]]:
-    events = EventAccumulator(str(run)).Reload()
-    return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
-
-
 def test_fit_on_everything_then_test_scores_a_separate_labelled_folder(tmp_path, grouped_manifest):
     config = write_manifest_config(tmp_path / "all.yaml", grouped_manifest, max_epochs=2, num_folds=2)
     main(["fit", "-c", str(config), "--data.init_args.num_folds=null", "--data.init_args.leakage_check=off"])
     fit_run = next(Path("lightning_logs").rglob("version_0"))
-    fit_scalars = _scalars(fit_run)
+    fit_scalars = tensorboard_scalars(fit_run)
     assert not [tag for tag in fit_scalars if tag.startswith("val/")]  # no validation loop at all
     assert len(fit_scalars["train/loss_epoch"]) == 2
     last = fit_run / "checkpoints" / "last.ckpt"
@@ -40,7 +34,7 @@ def test_fit_on_everything_then_test_scores_a_separate_labelled_folder(tmp_path,
     held_out = _labelled_folder(tmp_path / "held_out")
     main(["test", "-c", str(config), "--data.init_args.num_folds=null", "--data.init_args.leakage_check=off",
           f"--data.init_args.test_root={held_out}", f"--ckpt_path={last}"])  # fmt: skip
-    test_scalars = _scalars(next(Path("lightning_logs").rglob("version_1")))
+    test_scalars = tensorboard_scalars(next(Path("lightning_logs").rglob("version_1")))
     assert set(test_scalars) >= {"test/acc", "test/loss", "test/f1"}
 
 

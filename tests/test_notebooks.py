@@ -10,8 +10,8 @@ from pathlib import Path
 import nbformat
 import pytest
 import torch
+from conftest import tensorboard_scalars as scalars
 from nbclient import NotebookClient
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
@@ -58,16 +58,6 @@ def printed_dict(cell, start: str) -> dict:
     """The dict a cell printed on the line starting with ``start``."""
     (line,) = [line for line in stdout(cell).splitlines() if line.startswith(start)]
     return ast.literal_eval(line)
-
-
-def scalars(run_dir: Path) -> dict[str, list[float]]:
-    series: dict[str, list[float]] = {}
-    for event_file in sorted(run_dir.glob("events.out.tfevents.*")):
-        accumulator = EventAccumulator(str(event_file), size_guidance={"scalars": 0})
-        accumulator.Reload()
-        for tag in accumulator.Tags()["scalars"]:
-            series.setdefault(tag, []).extend(e.value for e in accumulator.Scalars(tag))
-    return series
 
 
 def check_small_settings(notebook) -> None:
