@@ -13,27 +13,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from uhcs3_geometry_tta import fold_model_and_batches  # the sibling script: same fold models, same data
 
-from smalldata_pl.datamodules import UHCS3
 from smalldata_pl.inference.calibration import calibration_report, fit_temperature
-from smalldata_pl.tasks import MicrographClassifier
 
 
 def fold_logits(root: str, image_size: int, cv_dir: Path, fold: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    data = UHCS3(root, num_folds=5, fold=fold, image_size=image_size, in_chans=3, leakage_check="off")
-    data.setup("validate")
-    model = MicrographClassifier.load_from_checkpoint(
-        cv_dir / f"fold_{fold}" / "checkpoints" / "last.ckpt", map_location="cpu", pretrained=False
-    ).eval()
-    dataset = data.val_dataset
-    assert dataset is not None
+    model, data, batches = fold_model_and_batches(root, image_size, cv_dir, fold)
     logits, labels = [], []
     with torch.inference_mode():
-        for start in range(0, len(dataset), 16):
-            samples = [dataset[i] for i in range(start, min(start + 16, len(dataset)))]
-            logits.append(model(torch.stack([s["image"] for s in samples])))
-            labels.append(torch.stack([s["label"] for s in samples]))
-    return torch.cat(logits), torch.cat(labels), [r.group for r in dataset.records]
+        for images, targets in batches:
+            logits.append(model(images))
+            labels.append(targets)
+    assert data.val_dataset is not None
+    return torch.cat(logits), torch.cat(labels), [r.group for r in data.val_dataset.records]
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ import json
 import platform
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -37,24 +38,36 @@ def train_folds(root: str, image_size: int, cv_dir: Path) -> None:
     )  # fmt: skip
 
 
-def fold_accuracy(root: str, image_size: int, cv_dir: Path, fold: int, resize: str, tta: bool) -> float:
+def fold_model_and_batches(
+    root: str, image_size: int, cv_dir: Path, fold: int, resize: str = "shortest_side", batch_size: int = 16
+) -> tuple[MicrographClassifier, UHCS3, Iterator[tuple[torch.Tensor, torch.Tensor]]]:
+    """Fold ``fold``'s final model, its DataModule, and its validation fold as ``(images, labels)`` batches."""
     data = UHCS3(root, num_folds=5, fold=fold, image_size=image_size, in_chans=3, leakage_check="off", resize=resize)
     data.setup("validate")
     model = MicrographClassifier.load_from_checkpoint(
         cv_dir / f"fold_{fold}" / "checkpoints" / "last.ckpt", map_location="cpu", pretrained=False
     ).eval()
-    invariances = data.invariances
-    views = allowed_views(invariances.rotation, invariances.mirror)[: 8 if tta else 1]
-    correct = 0
     dataset = data.val_dataset
     assert dataset is not None
+
+    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for start in range(0, len(dataset), batch_size):
+            samples = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+            yield torch.stack([s["image"] for s in samples]), torch.stack([s["label"] for s in samples])
+
+    return model, data, batches()
+
+
+def fold_accuracy(root: str, image_size: int, cv_dir: Path, fold: int, resize: str, tta: bool) -> float:
+    model, data, batches = fold_model_and_batches(root, image_size, cv_dir, fold, resize)
+    invariances = data.invariances
+    views = allowed_views(invariances.rotation, invariances.mirror)[: 8 if tta else 1]
+    correct = total = 0
     with torch.inference_mode():
-        for start in range(0, len(dataset), 16):
-            samples = [dataset[i] for i in range(start, min(start + 16, len(dataset)))]
-            images = torch.stack([s["image"] for s in samples])
-            labels = torch.stack([s["label"] for s in samples])
+        for images, labels in batches:
             correct += int((classify(model, images, views).argmax(dim=1) == labels).sum())
-    return correct / len(dataset)
+            total += len(labels)
+    return correct / total
 
 
 def main() -> None:
