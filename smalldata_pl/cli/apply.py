@@ -28,6 +28,9 @@ class ApplyOptions:
         temperature: Divide classification logits by this calibration temperature, fitted on other labelled
             images (never on the ones scored here).
         explain: Write Grad-CAM heat-map overlays of the predicted class to explain/ (classifiers).
+        pixel_size: Micrometres per pixel of every input image, preferred to the files' metadata. Needed when the
+            checkpoint was trained with a target_pixel_size and the images carry no pixel size (PNG, JPEG, TIFF
+            without FEI, Zeiss, ImageJ or resolution metadata).
     """
 
     checkpoint: str
@@ -40,6 +43,7 @@ class ApplyOptions:
     tta: bool = False
     temperature: float = 1.0
     explain: bool = False
+    pixel_size: float | None = None
 
 
 def expand_inputs(inputs: Sequence[str]) -> list[tuple[Path, str]]:
@@ -69,7 +73,7 @@ def expand_inputs(inputs: Sequence[str]) -> list[tuple[Path, str]]:
 
 
 def apply_command(argv: Sequence[str]) -> Path:
-    """``smalldata apply CHECKPOINT INPUT... --out DIR [--labels labels.csv] [--tta] [--temperature T] [--explain]``."""
+    """``smalldata apply CHECKPOINT INPUT... --out DIR [--labels CSV] [--tta] [--explain] [--pixel_size UM] …``."""
     parser = command_parser(
         "smalldata apply",
         "Apply a trained checkpoint to new micrographs: predictions.csv for classifiers (with --labels also "
@@ -92,6 +96,7 @@ def apply_command(argv: Sequence[str]) -> Path:
         tta=o.tta,
         temperature=o.temperature,
         explain=o.explain,
+        pixel_size=o.pixel_size,
     )
     print(summary)
     return out

@@ -2,6 +2,7 @@
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import albumentations as A
@@ -17,6 +18,8 @@ from smalldata_pl.transforms.pipeline import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     ImagePipeline,
+    PhysicalScale,
+    PixelSizeError,
     ResizePolicy,
     normalization_stats,
 )
@@ -43,6 +46,12 @@ class MicrographDataModule(LightningDataModule, ABC):
         resize: How whole images meet ``image_size``: ``shortest_side`` (default) scales the shorter side to it
             and keeps the aspect ratio, so evaluation sees the pixel scale training crops had; ``squash`` stretches
             every image to a square (the behaviour before; distorts non-square micrographs).
+        target_pixel_size: Resample every image (and mask, nearest-neighbour) to this many micrometres per pixel
+            before anything else, so all share one physical scale. Each image's pixel size comes from a
+            ``pixel_size`` manifest column, else from its TIFF metadata (FEI/Thermo, Zeiss, ImageJ, resolution
+            tags); an image with neither is an error at setup. ``None``: keep each image's own scale.
+        crop_data_bar: Cut off the instrument's data bar when the file's metadata gives its height (FEI/Thermo,
+            Zeiss), in training, evaluation and ``smalldata apply`` alike.
 
     Under a distributed strategy the training loader shards each epoch over the ranks itself
     (:class:`~smalldata_pl.datasets.sampling.DistributedEpochSampler`), so a mid-epoch resume skips exactly
@@ -64,8 +73,13 @@ class MicrographDataModule(LightningDataModule, ABC):
         std: Sequence[float] = IMAGENET_STD,
         epoch_samples: int | None = None,
         resize: ResizePolicy = "shortest_side",
+        target_pixel_size: float | None = None,
+        crop_data_bar: bool = True,
     ) -> None:
         super().__init__()
+        self.target_pixel_size, self.crop_data_bar = target_pixel_size, crop_data_bar
+        # Validates target_pixel_size; shared by every dataset of this module and recorded in checkpoints.
+        self.physical_scale = PhysicalScale(target_pixel_size, crop_data_bar)
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}; set data.batch_size")
         if image_size is not None and image_size < 1:
@@ -100,6 +114,26 @@ class MicrographDataModule(LightningDataModule, ABC):
         """
         train = augment is not None if train is None else train
         return ImagePipeline(self.in_chans, self.image_size, augment, self.mean, self.std, self.resize, train)
+
+    def check_pixel_sizes(self, files: Sequence[tuple[Path, float | None]]) -> None:
+        """Stop at setup when ``target_pixel_size`` is set and images have no known pixel size, naming them.
+
+        Args:
+            files: ``(path, pixel size or None)`` of every image to be used.
+
+        Raises:
+            PixelSizeError: Listing how many and which images lack a pixel size, and the fix.
+        """
+        if self.target_pixel_size is None:
+            return
+        missing = [str(path) for path, size in files if size is None]
+        if missing:
+            raise PixelSizeError(
+                f"{len(missing)} image(s) have no known pixel size, e.g. {', '.join(missing[:3])}; "
+                f"data.target_pixel_size={self.target_pixel_size} µm needs one per image: add a pixel_size column "
+                "(µm per pixel) to the manifest, keep the instrument's TIFF metadata (FEI, Zeiss, ImageJ or "
+                "resolution tags), or set data.target_pixel_size to null"
+            )
 
     def train_augmentation(self, spec: str | dict | list | None) -> A.Compose | None:
         """Build the training augmentation and check it against :attr:`invariances` (fails on a violation).

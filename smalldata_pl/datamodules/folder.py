@@ -16,7 +16,7 @@ from smalldata_pl.datasets.folder import (
     find_records,
     resolve_image_set,
     tile_origins,
-    unlabelled_files,
+    unlabelled_records,
 )
 from smalldata_pl.datasets.leakage import (
     DuplicatePair,
@@ -30,6 +30,7 @@ from smalldata_pl.datasets.leakage import (
 from smalldata_pl.datasets.splits import SplitKind, check_no_group_leak, fold_indices
 from smalldata_pl.io.images import ImageReadError, read_image
 from smalldata_pl.transforms.invariances import LabelInvariances
+from smalldata_pl.transforms.pipeline import ImagePipeline
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,8 @@ class MicrographFolder(MicrographDataModule):
 
     Args:
         root: Folder of class sub-folders, or the folder that manifest paths are relative to.
-        manifest: CSV with columns ``file``, ``label`` (class name or index) and optionally ``group``.
+        manifest: CSV with columns ``file``, ``label`` (class name or index) and optionally ``group`` and
+            ``pixel_size`` (µm per pixel, preferred to the file's metadata; see ``target_pixel_size``).
         class_names: Classes in index order; ``None`` takes sorted sub-folder names or manifest labels.
         augmentation: Training augmentation: preset name, Albumentations dict, or list of transforms.
         num_folds: K of the K-fold split; ``None`` trains on every labelled image with no validation loop (the
@@ -122,8 +124,8 @@ class MicrographFolder(MicrographDataModule):
             self._held_out_dataset = self._labelled_set(*self.held_out)
         if stage == "predict" and self.unlabelled is not None and self._unlabelled_dataset is None:
             root, manifest = self.unlabelled
-            records = self._verified([Record(path, -1, str(path)) for path in unlabelled_files(root, manifest)])
-            self._unlabelled_dataset = MicrographFolderDataset(self._tiled(records), self.pipeline(None), self.seed)
+            records = self._verified(unlabelled_records(root, manifest))
+            self._unlabelled_dataset = self._dataset(self._tiled(records), self.pipeline(None))
         self.test_dataset = self._held_out_dataset or self.val_dataset
         self.predict_dataset = self._unlabelled_dataset or self.val_dataset
 
@@ -148,8 +150,8 @@ class MicrographFolder(MicrographDataModule):
         if self.split != "stratified":
             check_no_group_leak([r.group for r in train], [r.group for r in val])
         augment = self.train_augmentation(self.augmentation)
-        self.train_dataset = MicrographFolderDataset(train, self.pipeline(augment, train=True), self.seed)
-        self.val_dataset = MicrographFolderDataset(val, self.pipeline(None), self.seed) if val else None
+        self.train_dataset = self._dataset(train, self.pipeline(augment, train=True))
+        self.val_dataset = self._dataset(val, self.pipeline(None)) if val else None
         self._train_records = train_records
         self._held_out_dataset = None
         self._unlabelled_dataset = None
@@ -160,7 +162,10 @@ class MicrographFolder(MicrographDataModule):
         records, _ = find_records(root, manifest, self.class_names, every_class=False)
         records = self._verified(records)
         self.check_leakage(self._train_records, records, "test")
-        return MicrographFolderDataset(self._tiled(records), self.pipeline(None), self.seed)
+        return self._dataset(self._tiled(records), self.pipeline(None))
+
+    def _dataset(self, records: list[Record], pipeline: ImagePipeline) -> MicrographFolderDataset:
+        return MicrographFolderDataset(records, pipeline, self.seed, self.physical_scale)
 
     def val_dataloader(self) -> Any:
         # No validation loop when training on everything (num_folds: null): Lightning skips an empty list.
@@ -219,32 +224,44 @@ class MicrographFolder(MicrographDataModule):
         log.warning(message)
 
     def _verified(self, records: list[Record]) -> list[Record]:
-        """Open every image once: bad files and mixed sizes are caught here, with their names.
+        """Open every image once: bad files, unknown pixel sizes and mixed sizes are caught here, with their names.
 
-        The same read yields the leakage signatures, so the leakage check decodes nothing again.
+        The same read yields the leakage signatures, so the leakage check decodes nothing again, and the
+        records come back with their pixel size and data-bar height resolved from the files' metadata.
         """
         good: list[Record] = []
         shapes: dict[Path, tuple[int, ...]] = {}
         for record in records:
             try:
                 image = read_image(record.path)
-                shapes[record.path] = image.shape[:2]
-                if self.leakage_check != "off":
-                    self._signatures[record.path] = signature(image)
-                good.append(record)
+                pixel_size, bar = self.physical_scale.resolve(record.path, record.pixel_size)
             except ImageReadError as error:
                 if self.strict:
                     raise
                 self.skipped.append(str(record.path))
                 log.warning("skipping %s", error)
+                continue
+            good.append(replace(record, pixel_size=pixel_size, data_bar=bar))
+            if self.leakage_check != "off":  # the data bar is alike in every image of an instrument: not compared
+                self._signatures[record.path] = signature(image[: image.shape[0] - bar])
+            if pixel_size is not None or self.target_pixel_size is None:
+                shapes[record.path] = self.physical_scale.shape(image.shape, pixel_size, bar, record.path)
         if self.skipped:
             log.warning("skipped %d unreadable image(s): %s", len(self.skipped), ", ".join(self.skipped))
+        self.check_pixel_sizes([(r.path, r.pixel_size) for r in good])
         if self.image_size is None and self.tile_size is None and len(set(shapes.values())) > 1:
             by_shape: dict[tuple[int, ...], Path] = {}
             for path, shape in shapes.items():
                 by_shape.setdefault(shape, path)
             examples = "; ".join(f"{p} is {s[0]}x{s[1]}" for s, p in list(by_shape.items())[:3])
             raise ValueError(f"images have different sizes ({examples}); set data.image_size to resize them")
+        if self.target_pixel_size is not None and self.tile_size is None and len(set(shapes.values())) > 1:
+            log.warning(
+                "target_pixel_size=%g µm gives every image one scale, but these images differ in size and, without "
+                "tile_size, each is then resized to image_size by its own factor; set data.tile_size to cut tiles "
+                "at the physical scale instead",
+                self.target_pixel_size,
+            )
         self._warn_small(shapes)
         self._shapes.update(shapes)
         return good

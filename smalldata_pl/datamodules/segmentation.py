@@ -2,6 +2,7 @@
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from smalldata_pl.datamodules.base import MicrographDataModule
-from smalldata_pl.datasets.folder import MicrographFolderDataset, Record, resolve_image_set, unlabelled_files
+from smalldata_pl.datasets.folder import MicrographFolderDataset, resolve_image_set, unlabelled_records
 from smalldata_pl.datasets.segmentation import MaskRecord, SegmentationDataset, check_records, read_mask_manifest
 from smalldata_pl.datasets.splits import check_no_group_leak, fold_indices
 from smalldata_pl.transforms.invariances import LabelInvariances
@@ -21,6 +22,9 @@ log = logging.getLogger(__name__)
 
 class SegmentationFolder(MicrographDataModule):
     """Segmentation data from a manifest with columns ``image``, ``mask``, ``group`` (paths relative to root).
+
+    An optional ``pixel_size`` column (µm per pixel) is preferred to the images' metadata when
+    ``target_pixel_size`` resamples every image and mask to one physical scale; crops are cut after that step.
 
     Splits are group K-fold, or an upstream split named in an ``official_splits`` column
     (``Name:train;Other:val``). Training uses random crops of ``crop_size``; evaluation uses whole images.
@@ -75,12 +79,20 @@ class SegmentationFolder(MicrographDataModule):
         self.official_split, self.num_folds, self.fold = official_split, num_folds, fold
         self.train_limit = train_limit
         self.crops_per_image = crops_per_image
-        self.records = read_mask_manifest(self.manifest, self.root)
+        self.records = self._resolved(read_mask_manifest(self.manifest, self.root))
         self.split = "group"
         self._image_sizes: dict[MaskRecord, tuple[int, int]] = {}  # records already checked: setup runs per stage
         held_out = Path(test_manifest).expanduser() if test_manifest else None
-        self.held_out = read_mask_manifest(held_out, held_out.parent) if held_out else None
+        self.held_out = self._resolved(read_mask_manifest(held_out, held_out.parent)) if held_out else None
         self.unlabelled = resolve_image_set(predict_root, predict_manifest, "predict")
+
+    def _resolved(self, records: list[MaskRecord]) -> list[MaskRecord]:
+        """The records with each image's pixel size (manifest first, then metadata) and data-bar height."""
+        resolved = []
+        for record in records:
+            pixel_size, bar = self.physical_scale.resolve(record.image, record.pixel_size)
+            resolved.append(replace(record, pixel_size=pixel_size, data_bar=bar))
+        return resolved
 
     def _split_records(self) -> tuple[list[MaskRecord], list[MaskRecord], list[MaskRecord]]:
         if self.official_split:
@@ -111,22 +123,31 @@ class SegmentationFolder(MicrographDataModule):
         # Padding is image 0 and mask IGNORE_INDEX: never trained or scored as class 0.
         crop = A.RandomCrop(self.crop_size, self.crop_size, pad_if_needed=True, fill=0, fill_mask=IGNORE_INDEX, p=1.0)
         augment = A.Compose([crop, *(extra.transforms if extra is not None else [])])
+        scale = self.physical_scale
         self.train_dataset = SegmentationDataset(
-            train, self.pipeline(augment), self.num_classes, self.seed, self.crops_per_image
+            train, self.pipeline(augment), self.num_classes, self.seed, self.crops_per_image, scale
         )
         evaluate = self.pipeline(None)
-        self.val_dataset = SegmentationDataset(val, evaluate, self.num_classes, self.seed) if val else None
-        self.test_dataset = SegmentationDataset(test, evaluate, self.num_classes, self.seed) if test else None
+        self.val_dataset = SegmentationDataset(val, evaluate, self.num_classes, self.seed, scale=scale) if val else None
+        self.test_dataset = (
+            SegmentationDataset(test, evaluate, self.num_classes, self.seed, scale=scale) if test else None
+        )
         self.predict_dataset = self.test_dataset
         if stage == "predict" and self.unlabelled is not None:
-            files = unlabelled_files(*self.unlabelled)
-            self.predict_dataset = MicrographFolderDataset([Record(p, -1, str(p)) for p in files], evaluate, self.seed)
+            records = []
+            for record in unlabelled_records(*self.unlabelled):
+                pixel_size, bar = scale.resolve(record.path, record.pixel_size)
+                records.append(replace(record, pixel_size=pixel_size, data_bar=bar))
+            self.check_pixel_sizes([(r.path, r.pixel_size) for r in records])
+            self.predict_dataset = MicrographFolderDataset(records, evaluate, self.seed, scale)
 
     def _check(self, train: list[MaskRecord], val: list[MaskRecord], test: list[MaskRecord]) -> None:
         unchecked = [r for r in dict.fromkeys([*train, *val, *test]) if r not in self._image_sizes]
+        self.check_pixel_sizes([(r.image, r.pixel_size) for r in unchecked])
         self._image_sizes.update(check_records(unchecked, self.num_classes))
         for record in dict.fromkeys(train):
-            height, width = self._image_sizes[record]
+            # What the crops are cut from: after the data-bar crop and the resampling to target_pixel_size.
+            height, width = self.physical_scale.shape(self._image_sizes[record], record.pixel_size, record.data_bar)
             if record in unchecked and min(height, width) < self.crop_size:
                 log.warning(
                     "image %s is %dx%d, smaller than crop_size=%d: its training crops are padded, and the padding "

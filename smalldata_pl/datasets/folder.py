@@ -14,12 +14,12 @@ from torch.utils.data import Dataset
 
 from smalldata_pl.datasets.sampling import split_key
 from smalldata_pl.io.images import IMAGE_SUFFIXES, read_image
-from smalldata_pl.transforms.pipeline import ImagePipeline, sample_seed
+from smalldata_pl.transforms.pipeline import ImagePipeline, PhysicalScale, sample_seed
 
 log = logging.getLogger(__name__)
 
-# A found file before labelling: (path, label as written, group).
-Row = tuple[Path, str, str]
+# A found file before labelling: (path, label as written, group, pixel size in µm or None).
+Row = tuple[Path, str, str, float | None]
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,9 @@ class Record:
     path: Path
     label: int
     group: str
-    tile: tuple[int, int, int, int] | None = None  # (top, left, height, width)
+    tile: tuple[int, int, int, int] | None = None  # (top, left, height, width), after the physical scale step
+    pixel_size: float | None = None  # µm per pixel: the manifest's, or the file's metadata once resolved
+    data_bar: int = 0  # rows of instrument data bar at the bottom, cropped before anything else
 
 
 class MicrographFolderDataset(Dataset):
@@ -39,12 +41,16 @@ class MicrographFolderDataset(Dataset):
         records: The samples.
         pipeline: Augmentation (training) or evaluation pipeline.
         seed: Seed of the per-sample augmentation draws.
+        scale: Data-bar crop and resampling to one pixel size, applied before tiling and the pipeline.
     """
 
-    def __init__(self, records: Sequence[Record], pipeline: ImagePipeline, seed: int = 0) -> None:
+    def __init__(
+        self, records: Sequence[Record], pipeline: ImagePipeline, seed: int = 0, scale: PhysicalScale | None = None
+    ) -> None:
         self.records = list(records)
         self.pipeline = pipeline
         self.seed = seed
+        self.scale = scale or PhysicalScale()
 
     def __len__(self) -> int:
         return len(self.records)
@@ -52,7 +58,7 @@ class MicrographFolderDataset(Dataset):
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         epoch, index = split_key(key)
         record = self.records[index]
-        image = read_image(record.path)
+        image, _ = self.scale(read_image(record.path), record.pixel_size, record.data_bar, source=record.path)
         if record.tile is not None:
             top, left, height, width = record.tile
             image = image[top : top + height, left : left + width]
@@ -70,7 +76,7 @@ def find_records(
 
     Args:
         root: Folder of class sub-folders, or the folder manifest paths are relative to.
-        manifest: CSV ``file,label[,group]``; ``None`` reads ``root/<class>/*``.
+        manifest: CSV ``file,label[,group][,pixel_size]``; ``None`` reads ``root/<class>/*``.
         class_names: Classes in index order; ``None`` takes the sorted labels found.
         every_class: Require an image of every class (a held-out test set may lack one).
 
@@ -81,10 +87,12 @@ def find_records(
         ValueError: If a label is not in ``class_names`` or a class has no image.
     """
     rows = manifest_rows(manifest, root) if manifest is not None else folder_rows(root)
-    names = list(class_names) if class_names else sorted({label for _, label, _ in rows}, key=_natural)
+    names = list(class_names) if class_names else sorted({row[1] for row in rows}, key=_natural)
     if not class_names:
         _warn_near_identical(names, manifest or root)
-    records = [Record(path, label_index(label, names, path), group) for path, label, group in rows]
+    records = [
+        Record(path, label_index(label, names, path), group, pixel_size=size) for path, label, group, size in rows
+    ]
     counts = Counter(r.label for r in records)
     empty = [names[i] for i in range(len(names)) if counts[i] == 0]
     if empty and every_class:
@@ -112,21 +120,21 @@ def folder_rows(root: Path) -> list[Row]:
     """Images in ``root/<class>/``; each file is its own group (``<class>/<stem>``)."""
     if not root.is_dir():
         raise FileNotFoundError(f"data folder {root} does not exist; set data.root to your micrograph folder")
-    rows = []
+    rows: list[Row] = []
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         found = [p for p in sorted(class_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
         if not found:
             raise ValueError(
                 f"class folder {class_dir} holds no images ({', '.join(IMAGE_SUFFIXES)}); add images or remove it"
             )
-        rows += [(path, class_dir.name, f"{class_dir.name}/{path.stem}") for path in found]
+        rows += [(path, class_dir.name, f"{class_dir.name}/{path.stem}", None) for path in found]
     if not rows:
         raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in class sub-folders of {root}")
     return rows
 
 
 def manifest_rows(manifest: Path, root: Path) -> list[Row]:
-    """Rows of a CSV ``file,label[,group]`` whose paths are relative to ``root``; every file must exist."""
+    """Rows of a CSV ``file,label[,group][,pixel_size]`` whose paths are relative to ``root``; every file must exist."""
     rows, seen = [], set()
     for line, row in enumerate(read_manifest(manifest, ("file", "label")), start=2):
         path = root / row["file"]
@@ -135,8 +143,30 @@ def manifest_rows(manifest: Path, root: Path) -> list[Row]:
         if path in seen:
             raise ValueError(f"{manifest}:{line}: {row['file']} is listed twice; delete the duplicate row")
         seen.add(path)
-        rows.append((path, row["label"], row.get("group") or str(Path(row["file"]).with_suffix(""))))
+        group = row.get("group") or str(Path(row["file"]).with_suffix(""))
+        rows.append((path, row["label"], group, manifest_pixel_size(row, manifest, line)))
     return rows
+
+
+def manifest_pixel_size(row: dict[str, str], manifest: Path, line: int) -> float | None:
+    """The optional ``pixel_size`` cell (µm per pixel); empty or absent means "ask the file's metadata".
+
+    Raises:
+        ValueError: For a cell that is not a positive number, naming the line.
+    """
+    text = row.get("pixel_size", "")
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise ValueError(
+            f"{manifest}:{line}: pixel_size {text!r} is not a positive number; write micrometres per pixel "
+            "(e.g. 0.0125) or leave the cell empty to use the file's metadata"
+        )
+    return value
 
 
 def read_manifest(manifest: Path, required: Sequence[str]) -> list[dict[str, str]]:
@@ -181,20 +211,30 @@ def resolve_image_set(
 
 def unlabelled_files(root: Path, manifest: Path | None = None) -> list[Path]:
     """Images to predict: the ``file`` column of a manifest (relative to ``root``), or every image under ``root``."""
+    return [record.path for record in unlabelled_records(root, manifest)]
+
+
+def unlabelled_records(root: Path, manifest: Path | None = None) -> list[Record]:
+    """Unlabelled records (label -1, each its own group) with a manifest's optional ``pixel_size``.
+
+    Raises:
+        FileNotFoundError: For a manifest row naming a missing file.
+        ValueError: For a folder without images.
+    """
     if manifest is not None:
-        files = []
+        records = []
         for line, row in enumerate(read_manifest(manifest, ("file",)), start=2):
             path = root / row["file"]
             if not path.is_file():
                 raise FileNotFoundError(
                     f"{manifest}:{line}: file {path} does not exist; fix the path or delete the row"
                 )
-            files.append(path)
-        return files
+            records.append(Record(path, -1, str(path), pixel_size=manifest_pixel_size(row, manifest, line)))
+        return records
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {root}; set data.predict_root to the folder")
-    return files
+    return [Record(path, -1, str(path)) for path in files]
 
 
 def label_index(label: str, names: Sequence[str], path: Path) -> int:

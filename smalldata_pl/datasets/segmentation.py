@@ -8,20 +8,22 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from smalldata_pl.datasets.folder import read_manifest
+from smalldata_pl.datasets.folder import manifest_pixel_size, read_manifest
 from smalldata_pl.datasets.sampling import split_key
 from smalldata_pl.io.images import read_image
-from smalldata_pl.transforms.pipeline import ImagePipeline, sample_seed
+from smalldata_pl.transforms.pipeline import ImagePipeline, PhysicalScale, sample_seed
 
 
 @dataclass(frozen=True)
 class MaskRecord:
-    """One image with its mask file, its group and its upstream split tags."""
+    """One image with its mask file, its group, its upstream split tags and its physical scale."""
 
     image: Path
     mask: Path
     group: str
     splits: str = ""
+    pixel_size: float | None = None  # µm per pixel: the manifest's, or the file's metadata once resolved
+    data_bar: int = 0  # rows of instrument data bar at the bottom of image and mask, cropped before anything else
 
 
 def read_mask(path: Path, num_classes: int, image_shape: tuple[int, ...], image_path: Path) -> np.ndarray:
@@ -76,7 +78,16 @@ def check_records(records: Iterable[MaskRecord], num_classes: int) -> dict[MaskR
 
 
 class SegmentationDataset(Dataset):
-    """Image/mask samples; training crops come from the pipeline's augmentation."""
+    """Image/mask samples; training crops come from the pipeline's augmentation.
+
+    Args:
+        records: The image/mask pairs.
+        pipeline: Augmentation (training) or evaluation pipeline.
+        num_classes: Mask values must lie in ``0..num_classes - 1``.
+        seed: Seed of the per-sample augmentation draws.
+        repeats: Samples drawn from each image per epoch.
+        scale: Data-bar crop and resampling to one pixel size (masks nearest-neighbour), before the pipeline.
+    """
 
     def __init__(
         self,
@@ -85,9 +96,11 @@ class SegmentationDataset(Dataset):
         num_classes: int,
         seed: int = 0,
         repeats: int = 1,
+        scale: PhysicalScale | None = None,
     ) -> None:
         self.records, self.pipeline, self.num_classes, self.seed = list(records), pipeline, num_classes, seed
         self.repeats = repeats  # several random crops of each image per epoch (one-shot and few-shot training)
+        self.scale = scale or PhysicalScale()
 
     def __len__(self) -> int:
         return len(self.records) * self.repeats
@@ -97,13 +110,14 @@ class SegmentationDataset(Dataset):
         record = self.records[index % len(self.records)]
         image = read_image(record.image)
         mask = read_mask(record.mask, self.num_classes, image.shape, record.image)
-        sample = self.pipeline(image, mask=mask, seed=sample_seed(self.seed, epoch, index))
+        image, scaled_mask = self.scale(image, record.pixel_size, record.data_bar, mask, source=record.image)
+        sample = self.pipeline(image, mask=scaled_mask, seed=sample_seed(self.seed, epoch, index))
         sample.update(group=record.group, path=str(record.image))
         return sample
 
 
 def read_mask_manifest(manifest: Path, root: Path) -> list[MaskRecord]:
-    """Records of a CSV ``image,mask[,group][,official_splits]`` whose paths are relative to ``root``."""
+    """Records of a CSV ``image,mask[,group][,official_splits][,pixel_size]`` whose paths are relative to ``root``."""
     records = []
     for line, row in enumerate(read_manifest(manifest, ("image", "mask")), start=2):
         for column in ("image", "mask"):
@@ -115,6 +129,7 @@ def read_mask_manifest(manifest: Path, root: Path) -> list[MaskRecord]:
                 root / row["mask"],
                 row.get("group") or row["image"],
                 row.get("official_splits", ""),
+                manifest_pixel_size(row, manifest, line),
             )
         )
     return records

@@ -13,11 +13,17 @@ from smalldata_pl.datasets.folder import tile_origins
 from smalldata_pl.inference.tta import segment, view_logits, views_from_invariances
 from smalldata_pl.io.images import read_image, to_unit_float
 from smalldata_pl.models.gradcam import gradcam
-from smalldata_pl.models.unet import window_starts
+from smalldata_pl.models.unet import sliding_window, window_starts
 from smalldata_pl.tasks.base import TransferModule
 from smalldata_pl.tasks.classification import MicrographClassifier
 from smalldata_pl.tasks.segmentation import MicrographSegmenter
-from smalldata_pl.transforms.pipeline import IMAGENET_MEAN, IMAGENET_STD, ImagePipeline, normalization_stats
+from smalldata_pl.transforms.pipeline import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ImagePipeline,
+    PhysicalScale,
+    normalization_stats,
+)
 from smalldata_pl.transforms.views import IDENTITY
 
 
@@ -29,7 +35,7 @@ class Prediction:
         source: The file, or ``<array>``.
         probabilities: Classification: class probabilities ``[K]``, the mean of the softmax over tiles (tiled
             models) and test-time augmentation views, after the predictor's temperature.
-        mask: Segmentation: class index per pixel ``[H, W]``.
+        mask: Segmentation: class index per pixel ``[H, W]`` of the image as read, less any cropped data bar.
         tiles: How many tiles or windows the image was cut into.
         logits: Classification: the identity view's logits ``[K]`` before any temperature (the mean over tiles
             for tiled models), what temperature scaling is fitted on.
@@ -49,7 +55,13 @@ class Predictor:
 
     Classification resizes like the training evaluation did and, when the model was trained on tiles, averages
     the class probabilities over every tile of the image. Segmentation normalises the whole image and predicts it
-    in one pass, or in overlapping windows of the training crop size when the image is larger.
+    in one pass, or in overlapping windows of the training crop size when the image is larger; the windows go
+    through the network ``batch_size`` at a time.
+
+    First of all, as in training, the instrument's data bar is cropped (when the checkpoint did so and the file's
+    metadata gives its height) and, for a checkpoint trained with ``target_pixel_size``, the image is resampled
+    to that pixel size; the pixel size is ``pixel_size`` when given, else the file's metadata. Masks and Grad-CAM
+    maps come back at the image's own pixel size.
 
     With ``tta`` the probabilities are averaged over the D4 views (quarter turns, flips, transposes) that the
     checkpoint's declared invariances allow: none where both rotation and mirror are forbidden, only the mirrors
@@ -68,6 +80,8 @@ class Predictor:
         tta: Test-time augmentation over the views the declared invariances allow.
         temperature: Classification logits are divided by it before the softmax (see
             :func:`~smalldata_pl.inference.calibration.calibrate_from_labelled_images`); 1 leaves them as they are.
+        pixel_size: Micrometres per pixel of every image, preferred to the files' metadata (needed for arrays
+            and files without metadata when the checkpoint was trained with ``target_pixel_size``).
 
     Raises:
         ValueError: For a temperature that is not positive, or one given to a segmenter.
@@ -81,7 +95,12 @@ class Predictor:
         batch_size: int = 8,
         tta: bool = False,
         temperature: float = 1.0,
+        pixel_size: float | None = None,
     ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if pixel_size is not None and not pixel_size > 0:
+            raise ValueError(f"pixel_size must be positive (µm per pixel), got {pixel_size}")
         self.model = model.to(device).eval()
         self.preprocessing = preprocessing
         self.device = device
@@ -101,37 +120,62 @@ class Predictor:
         image_size = None if self.segmentation else preprocessing.get("image_size")
         resize = preprocessing.get("resize", "squash")  # checkpoints from before the policy squashed
         self.pipeline = ImagePipeline(in_chans, image_size, None, mean, std, resize)
+        # Checkpoints from before the physical scale step neither resampled nor cropped a data bar.
+        self.scale = PhysicalScale(preprocessing.get("target_pixel_size"), preprocessing.get("crop_data_bar", False))
+        self.pixel_size = pixel_size
 
-    def predict(self, source: str | Path | np.ndarray) -> Prediction:
+    def predict(self, source: str | Path | np.ndarray, pixel_size: float | None = None) -> Prediction:
         """Predict one image given as a file path or an array (integer or float, ``(H, W)`` or ``(H, W, C)``).
+
+        Args:
+            source: The image file or array.
+            pixel_size: Micrometres per pixel of this image, preferred to the predictor's and the file's.
 
         Raises:
             ImageReadError: If the file cannot be read; the message names it.
+            PixelSizeError: If the checkpoint resamples to a target pixel size and this image's is unknown.
         """
-        name = "<array>" if isinstance(source, np.ndarray) else str(source)
-        image = to_unit_float(source) if isinstance(source, np.ndarray) else read_image(source)
+        name, image, shape = self._load(source, pixel_size)
         with torch.inference_mode():
             if self.segmentation:
-                return self._segment(image, name)
+                return self._segment(image, name, shape)
             return self._classify(image, name)
 
-    def explain(self, source: str | Path | np.ndarray, target: int | None = None) -> np.ndarray:
+    def _load(
+        self, source: str | Path | np.ndarray, pixel_size: float | None
+    ) -> tuple[str, np.ndarray, tuple[int, int, int]]:
+        """``(name, image at the model's scale, (height less the data bar, width, data-bar rows))``."""
+        given = pixel_size if pixel_size is not None else self.pixel_size
+        if isinstance(source, np.ndarray):
+            name, image, bar = "<array>", to_unit_float(source), 0
+        else:
+            name, image = str(source), read_image(source)
+            given, bar = self.scale.resolve(source, given)
+        scaled, _ = self.scale(image, given, bar, source=name)
+        return name, scaled, (image.shape[0] - bar, image.shape[1], bar)
+
+    def explain(
+        self, source: str | Path | np.ndarray, target: int | None = None, pixel_size: float | None = None
+    ) -> np.ndarray:
         """Grad-CAM map of a classifier for one image, ``[H, W]`` in [0, 1] at the image's own size.
 
-        Tiled models get one map per tile, placed where the tile lies (overlaps averaged). No TTA views.
+        Tiled models get one map per tile, placed where the tile lies (overlaps averaged). No TTA views. A cropped
+        data bar gets 0.
 
         Args:
             source: Image file or array, as for :meth:`predict`.
             target: Class index to explain; ``None`` explains the predicted class.
+            pixel_size: Micrometres per pixel of this image, as for :meth:`predict`.
 
         Raises:
             ValueError: For a segmenter, or a backbone without a spatial feature map.
         """
         if self.segmentation:
             raise ValueError("Grad-CAM maps explain classifiers; this model is a segmenter")
-        image = to_unit_float(source) if isinstance(source, np.ndarray) else read_image(source)
+        _, image, (rows, columns, bar) = self._load(source, pixel_size)
         if target is None:
-            probabilities = self.predict(image).probabilities
+            with torch.inference_mode():
+                probabilities = self._classify(image, "").probabilities
             assert probabilities is not None
             target = int(np.argmax(probabilities))
         height, width = image.shape[:2]
@@ -144,9 +188,12 @@ class Predictor:
                 cam[None, None], (h, w), mode="bilinear", align_corners=False
             )[0, 0]
             count[top : top + h, left : left + w] += 1
-        stitched = (total / count.clamp(min=1)).numpy()
-        peak = float(stitched.max())
-        return (stitched / peak if peak > 0 else stitched).astype(np.float32)
+        stitched = total / count.clamp(min=1)
+        if (height, width) != (rows, columns):  # back from the model's pixel scale to the image's own
+            stitched = F.interpolate(stitched[None, None], (rows, columns), mode="bilinear", align_corners=False)[0, 0]
+        cam_map = F.pad(stitched, (0, 0, 0, bar)).numpy()  # the data bar: nothing the model looked at
+        peak = float(cam_map.max())
+        return (cam_map / peak if peak > 0 else cam_map).astype(np.float32)
 
     def _classify(self, image: np.ndarray, name: str) -> Prediction:
         tiles = [tile for _, _, tile in self._tiles(image)]
@@ -176,30 +223,36 @@ class Predictor:
             for top, left in tile_origins(height, width, size, stride)
         ]
 
-    def _segment(self, image: np.ndarray, name: str) -> Prediction:
+    def _segment(self, image: np.ndarray, name: str, shape: tuple[int, int, int]) -> Prediction:
         tensor = self.pipeline(image)["image"][None].to(self.device)
         model: Any = self.model
-        crop = self.preprocessing.get("crop_size") or self.preprocessing.get("image_size")
         height, width = tensor.shape[-2:]
-        configured = model.tile_size
+        # The model's own sliding-window setting, else windows of the training crop for larger images.
+        tile = model.tile_size or self.preprocessing.get("crop_size") or self.preprocessing.get("image_size")
         windows = 1
-        if configured is None and crop is not None and max(height, width) > crop:
-            model.tile_size = crop  # images larger than the training crop go window by window
-        try:
-            if model.tile_size is not None:
-                stride = max(1, model.tile_size - model.tile_overlap)
-                windows = len(window_starts(height, model.tile_size, stride)) * len(
-                    window_starts(width, model.tile_size, stride)
-                )
-            probabilities = segment(model.predict_logits, tensor, self.views)
-        finally:
-            model.tile_size = configured
+        predict = model.predict_logits
+        if tile is not None and max(height, width) > tile:
+            stride = max(1, tile - model.tile_overlap)
+            windows = len(window_starts(height, tile, stride)) * len(window_starts(width, tile, stride))
+
+            def predict(images: torch.Tensor) -> torch.Tensor:
+                return sliding_window(model, images, tile, model.tile_overlap, self.batch_size)
+
+        probabilities = segment(predict, tensor, self.views)
+        rows, columns, _ = shape
+        if (height, width) != (rows, columns):  # back from the model's pixel scale to the image's own
+            probabilities = F.interpolate(probabilities, (rows, columns), mode="bilinear", align_corners=False)
         mask = probabilities.argmax(dim=1)[0].cpu().numpy().astype(np.int64)
         return Prediction(name, mask=mask, tiles=windows, views=len(self.views))
 
 
 def load_predictor(
-    checkpoint: str | Path, device: str = "cpu", batch_size: int = 8, tta: bool = False, temperature: float = 1.0
+    checkpoint: str | Path,
+    device: str = "cpu",
+    batch_size: int = 8,
+    tta: bool = False,
+    temperature: float = 1.0,
+    pixel_size: float | None = None,
 ) -> Predictor:
     """A :class:`Predictor` from a smalldata_pl checkpoint alone: no config or DataModule needed.
 
@@ -209,6 +262,7 @@ def load_predictor(
         batch_size: Tiles per forward pass.
         tta: Test-time augmentation over the views the checkpoint's declared invariances allow.
         temperature: Divides classification logits before the softmax (a fitted calibration temperature).
+        pixel_size: Micrometres per pixel of every image, preferred to the files' metadata.
 
     Raises:
         ValueError: If the checkpoint carries no preprocessing record or is not an image task.
@@ -227,4 +281,4 @@ def load_predictor(
         raise ValueError(f"{path} holds a {class_name}; `apply` takes micrograph classifiers and segmenters")
     # pretrained=False: the checkpoint holds every weight, so no weights file or download is needed to rebuild.
     model = task.load_from_checkpoint(path, map_location="cpu", pretrained=False)
-    return Predictor(model, preprocessing, device, batch_size, tta=tta, temperature=temperature)
+    return Predictor(model, preprocessing, device, batch_size, tta=tta, temperature=temperature, pixel_size=pixel_size)

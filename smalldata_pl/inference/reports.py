@@ -42,6 +42,7 @@ def apply_to_images(
     tta: bool = False,
     temperature: float = 1.0,
     explain: bool = False,
+    pixel_size: float | None = None,
 ) -> str:
     """Predict every image and write the reports into ``out``; returns a one-paragraph summary.
 
@@ -56,11 +57,12 @@ def apply_to_images(
         tta: Average over the test-time augmentation views the checkpoint's invariances allow.
         temperature: Divide classification logits by this fitted calibration temperature.
         explain: Write Grad-CAM heat-map overlays of the predicted class to ``explain/`` (classification).
+        pixel_size: Micrometres per pixel of every image, preferred to the files' metadata.
 
     Raises:
         ValueError: For ``explain`` or a temperature with a segmenter.
     """
-    predictor = load_predictor(checkpoint, device, batch_size, tta=tta, temperature=temperature)
+    predictor = load_predictor(checkpoint, device, batch_size, tta=tta, temperature=temperature, pixel_size=pixel_size)
     if explain and predictor.segmentation:
         raise ValueError("--explain draws Grad-CAM maps of classifiers; this checkpoint is a segmenter")
     prepare_output(out, overwrite, [path for path, _ in images])
@@ -161,7 +163,8 @@ def _write_explanations(predictor: Predictor, predictions: list[tuple[Prediction
     for prediction, name in tqdm(predictions, desc="explain", unit="image"):
         assert prediction.probabilities is not None
         image = read_image(prediction.source)
-        cam = predictor.explain(image, target=int(np.argmax(prediction.probabilities)))
+        # From the file, not the array: its metadata gives the pixel size and the data bar, as in predict.
+        cam = predictor.explain(prediction.source, target=int(np.argmax(prediction.probabilities)))
         write_unit_image((out / "explain" / name).with_suffix(".png"), heatmap_overlay(image, cam) / 255.0)
 
 
@@ -173,7 +176,8 @@ def _write_segmentation(predictions: list[tuple[Prediction, str]], class_names: 
         mask = prediction.mask.astype(np.uint8)
         target = (out / "masks" / name).with_suffix(".png")
         write_label_image(target, mask, palette)
-        overlay = _overlay(read_image(prediction.source), mask, palette)
+        # The mask leaves out a cropped data bar: the overlay shows the micrograph above it.
+        overlay = _overlay(read_image(prediction.source)[: mask.shape[0]], mask, palette)
         write_unit_image((out / "overlays" / name).with_suffix(".png"), overlay / 255.0)
         counts = np.bincount(mask.ravel(), minlength=len(class_names))
         row: dict[str, object] = {"file": prediction.source, "mask": str(target.relative_to(out))}

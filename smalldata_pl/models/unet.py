@@ -73,33 +73,46 @@ def window_starts(length: int, tile: int, stride: int) -> list[int]:
 
 
 def sliding_window(
-    predict: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, tile: int, overlap: int
+    predict: Callable[[torch.Tensor], torch.Tensor],
+    image: torch.Tensor,
+    tile: int,
+    overlap: int,
+    batch_size: int = 1,
 ) -> torch.Tensor:
     """Run ``predict`` on overlapping tiles of ``image`` (``[B, C, H, W]``) and blend the logits.
 
     Args:
-        predict: Maps a ``[B, C, t, t]`` tile to ``[B, K, t, t]`` logits.
+        predict: Maps a ``[N, C, t, t]`` stack of tiles to ``[N, K, t, t]`` logits.
         image: The whole image batch.
         tile: Tile side in pixels (the training crop size).
         overlap: Pixels shared by neighbouring tiles; blended with linear ramps.
+        batch_size: Windows per call of ``predict`` (times ``B``); the result does not depend on it.
 
     Returns:
         ``[B, K, H, W]`` blended logits. When the image fits in one tile this is exactly ``predict(image)``.
     """
-    _, _, height, width = image.shape
+    count, _, height, width = image.shape
     if height <= tile and width <= tile:
         return predict(image)
-    stride = max(1, tile - overlap)
+    # An overlap of (nearly) the whole tile would move the windows a pixel at a time: hundreds of passes for the
+    # same blend. Half a tile already gives every pixel a window in which it is far from the edge.
+    overlap = min(overlap, tile // 2)
+    stride = tile - overlap
+    origins = [
+        (top, left) for top in window_starts(height, tile, stride) for left in window_starts(width, tile, stride)
+    ]
     output: torch.Tensor | None = None
     weight = torch.zeros(1, 1, height, width, device=image.device)
     window = _blend_window(tile, overlap, image.device)
-    for top in window_starts(height, tile, stride):
-        for left in window_starts(width, tile, stride):
-            logits = predict(image[:, :, top : top + tile, left : left + tile])
-            if output is None:
-                output = torch.zeros(image.shape[0], logits.shape[1], height, width, device=image.device)
+    for start in range(0, len(origins), max(1, batch_size)):
+        chunk = origins[start : start + max(1, batch_size)]
+        # Every window has the same shape (an axis shorter than the tile is one window of its full length).
+        logits = predict(torch.cat([image[:, :, top : top + tile, left : left + tile] for top, left in chunk]))
+        if output is None:
+            output = torch.zeros(count, logits.shape[1], height, width, device=image.device)
+        for i, (top, left) in enumerate(chunk):
             h, w = logits.shape[-2:]
-            output[:, :, top : top + h, left : left + w] += logits * window[:h, :w]
+            output[:, :, top : top + h, left : left + w] += logits[i * count : (i + 1) * count] * window[:h, :w]
             weight[:, :, top : top + h, left : left + w] += window[:h, :w]
     assert output is not None
     return output / weight

@@ -96,14 +96,16 @@ class TransferModule(LightningModule):
     def preprocessing(self) -> dict[str, Any]:
         """What applying this model to a new image needs, taken from the training DataModule.
 
-        The task class, class names, channels, normalisation, input size or crop, tiling and declared invariances.
+        The task class, class names, channels, normalisation, input size or crop, tiling, the physical scale
+        (``target_pixel_size`` in µm per pixel and whether the data bar is cropped) and declared invariances.
         Stored in every checkpoint, so a checkpoint alone can be applied (see ``smalldata apply``).
         """
         info: dict[str, Any] = {"task": f"{type(self).__module__}.{type(self).__qualname__}"}
         if getattr(self, "class_names", None) is not None:
             info["class_names"] = list(self.class_names)  # type: ignore[arg-type]
         data = getattr(self._trainer, "datamodule", None)
-        for key in ("in_chans", "image_size", "resize", "crop_size", "tile_size", "tile_stride"):
+        keys = ("in_chans", "image_size", "resize", "crop_size", "tile_size", "tile_stride")
+        for key in (*keys, "target_pixel_size", "crop_data_bar"):
             value = getattr(data, key, None)
             if value is not None:
                 info[key] = value
