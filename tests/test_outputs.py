@@ -1,6 +1,7 @@
 """Nothing silent, nothing lost: outputs never clobber, files appear whole or not at all, odd names survive."""
 
 import csv
+import hashlib
 import os
 import subprocess
 import sys
@@ -22,9 +23,10 @@ from smalldata_pl.datamodules import MicrographFolder
 from smalldata_pl.datasets.disk_copies import write_augmented, write_synthetic
 from smalldata_pl.datasets.folder import MicrographFolderDataset, Record
 from smalldata_pl.datasets.segmentation import MaskRecord
+from smalldata_pl.evaluation.cross_validation import _mask_name
 from smalldata_pl.io.output_folder import prepare_output
 from smalldata_pl.io.tables import write_csv
-from smalldata_pl.tasks import MicrographClassifier
+from smalldata_pl.tasks import MicrographClassifier, MicrographSegmenter
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -209,6 +211,55 @@ def test_ddp_ranks_write_shards_that_rank_zero_merges_in_dataset_order(tmp_path)
     assert list(rows[0]) == ["sample", "prediction", "p_a", "p_b"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["predictions.csv"]  # shards merged and removed
     assert trainers[0].strategy.barriers == 2
+
+
+def _digest(path: str) -> str:
+    return hashlib.sha1(path.encode()).hexdigest()[:8]
+
+
+def test_predicted_masks_of_images_with_the_same_stem_never_overwrite_each_other(tmp_path):
+    torch.manual_seed(0)
+    paths = ["a/img.png", "b/img.png", "a/img.tif", "a/other.png"]  # two clashes: folder and format
+    samples = [{"image": torch.randn(1, 32, 48), "group": "g", "path": p} for p in paths]
+    model = MicrographSegmenter("test_resnet", num_classes=3)
+    out = tmp_path / "predictions"
+
+    def predict() -> list[dict]:
+        trainer = Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                          callbacks=[PredictionWriter(str(out))])  # fmt: skip
+        return trainer.predict(model, dataloaders=DataLoader(samples, batch_size=2))
+
+    batches = predict()
+    expected = ["img.png", f"img-{_digest('b/img.png')}.png", f"img-{_digest('a/img.tif')}.png", "other.png"]
+    assert sorted(p.name for p in (out / "masks").iterdir()) == sorted(expected)
+    rows = read_rows(out / "predictions.csv")
+    assert [(r["sample"], r["mask"]) for r in rows] == list(zip(paths, expected, strict=True))
+    masks = torch.cat([b["prediction"] for b in batches]).numpy()
+    for name, mask in zip(expected, masks, strict=True):
+        assert np.array_equal(np.asarray(Image.open(out / "masks" / name)), mask)
+    predict()  # a rerun into the same folder: the same names, nothing added
+    assert sorted(p.name for p in (out / "masks").iterdir()) == sorted(expected)
+
+
+def test_ddp_ranks_cannot_see_each_others_mask_names_so_every_mask_carries_its_digest(tmp_path):
+    class FakeTrainer:
+        global_rank, world_size, log_dir = 0, 2, None
+
+    writer = PredictionWriter(str(tmp_path))
+    trainer, model = FakeTrainer(), torch.nn.Module()
+    writer.on_predict_epoch_start(trainer, model)  # type: ignore[arg-type]
+    prediction = {"path": ["x/img.png"], "group": ["g"], "prediction": torch.zeros(1, 4, 4, dtype=torch.long)}
+    writer.write_on_batch_end(trainer, model, prediction, [(0, 0)], None, 0)  # type: ignore[arg-type]
+    assert [p.name for p in (tmp_path / "masks").iterdir()] == [f"img-{_digest('x/img.png')}.png"]
+
+
+def test_cv_mask_names_keep_the_stem_and_disambiguate_a_clash_by_path(tmp_path):
+    assert _mask_name("a/img.png", tmp_path) == "img.png"
+    (tmp_path / "img.png").touch()
+    assert _mask_name("b/img.png", tmp_path) == f"img-{_digest('b/img.png')}.png"
+    assert _mask_name("b/img.png", tmp_path) == _mask_name("b/img.png", tmp_path)  # stable
+    (tmp_path / f"img-{_digest('b/img.png')}.png").touch()  # the same path twice: a counter follows
+    assert _mask_name("b/img.png", tmp_path) == f"img-{_digest('b/img.png')}-1.png"
 
 
 def test_merging_no_shards_writes_nothing(tmp_path):

@@ -1,14 +1,25 @@
-"""Test-time augmentation: D4 views and their inverses, the views invariances allow, TTA in the Predictor."""
+"""Test-time augmentation: D4 views and their inverses, the views invariances allow, TTA in the Predictor and
+in the tasks' validation, test and predict steps (``tta: true`` in configs, ``validate`` and ``cv``)."""
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+import yaml
+from conftest import tensorboard_scalars, write_manifest_config
+from lightning.pytorch import LightningDataModule, Trainer
 from torch import nn
+from torch.utils.data import DataLoader
 
+from smalldata_pl.cli import main
 from smalldata_pl.inference import Predictor
 from smalldata_pl.inference.tta import segment
+from smalldata_pl.models.losses import segmentation_loss
+from smalldata_pl.tasks import MicrographClassifier, MicrographSegmenter
+from smalldata_pl.transforms.invariances import LabelInvariances
 from smalldata_pl.transforms.views import allowed_views
 
 ALL_NAMES = ["identity", "rot90", "rot180", "rot270", "transpose", "vflip", "anti_transpose", "hflip"]
@@ -138,13 +149,132 @@ def test_segmentation_tta_maps_every_view_back_onto_the_image():
         (False, True, ["identity", "transpose", "vflip", "anti_transpose", "hflip"], "not invariant to rotation"),
         (True, False, ["identity", "rot90", "rot180", "rot270"], "not invariant to mirror"),
         (False, False, ["identity"], "only the identity view is used"),
-        (None, None, ["identity"], "declares no invariances"),
+        (None, None, ["identity"], "no invariances are declared"),
     ],
 )
 def test_tta_uses_only_the_views_the_invariances_allow_and_says_so(rotation, mirror, names, logged, caplog):
-    with caplog.at_level(logging.INFO, logger="smalldata_pl.inference.tta"):
+    with caplog.at_level(logging.INFO, logger="smalldata_pl.transforms.views"):
         predictor = Predictor(PooledClassifier(), _preprocessing(rotation, mirror, image_size=8), tta=True)
     assert [v.name for v in predictor.views] == names
     assert logged in caplog.text
     assert predictor.predict(np.zeros((8, 8), np.float32)).views == len(names)
     assert [v.name for v in Predictor(PooledClassifier(), _preprocessing(True, True)).views] == ["identity"]
+
+
+class TinyData(LightningDataModule):
+    """Fixed non-square validation batches; ``invariances`` as a DataModule declares them (or not at all)."""
+
+    def __init__(self, samples: list[dict], invariances: LabelInvariances | None) -> None:
+        super().__init__()
+        self.samples = samples
+        if invariances is not None:
+            self.invariances = invariances
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.samples, batch_size=len(self.samples))
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.val_dataloader()
+
+
+def _trainer() -> Trainer:
+    return Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+
+
+def _by_hand(model: nn.Module, images: torch.Tensor, views: list, per_pixel: bool) -> torch.Tensor:
+    """Mean softmax over views, each mapped back by rotating and transposing the other way (no View.inverse)."""
+    total = torch.zeros(())
+    with torch.no_grad():
+        for view in views:
+            out = model(view.forward(images))
+            if per_pixel:
+                out = torch.rot90(out, -view.quarter_turns, dims=(-2, -1))
+                out = out.transpose(-2, -1) if view.transpose else out
+            total = total + out.softmax(dim=1)
+    return total / len(views)
+
+
+@pytest.mark.parametrize(
+    ("invariances", "names"),
+    [
+        (LabelInvariances(), ALL_NAMES),
+        (LabelInvariances(rotation=False), ["identity", "transpose", "vflip", "anti_transpose", "hflip"]),
+        (None, ["identity"]),
+    ],
+)
+def test_classifier_validate_with_tta_scores_the_mean_probabilities_of_the_allowed_views(invariances, names):
+    torch.manual_seed(0)
+    images = torch.randn(4, 1, 24, 40)  # non-square: quarter turns give 40 x 24 inputs
+    labels = torch.tensor([0, 1, 1, 0])
+    samples = [{"image": i, "label": y, "group": f"g{k}"} for k, (i, y) in enumerate(zip(images, labels, strict=True))]
+    model = MicrographClassifier("test_resnet", num_classes=2, tta=True)
+    data = TinyData(samples, invariances)
+    (metrics,) = _trainer().validate(model, datamodule=data, verbose=False)
+    assert [v.name for v in model.eval_views] == names
+    model.eval()
+    expected = _by_hand(model, images, model.eval_views, per_pixel=False)
+    assert metrics["val/loss"] == pytest.approx(F.nll_loss(expected.log(), labels).item(), abs=1e-5)
+    assert metrics["val/acc"] == pytest.approx((expected.argmax(1) == labels).float().mean().item())
+    predicted = _trainer().predict(model, datamodule=data)[0]["probabilities"]
+    torch.testing.assert_close(predicted, expected, atol=1e-6, rtol=1e-5)
+    if len(names) > 1:  # the views really change this model's output, so the equality is not vacuous
+        plain = _by_hand(model, images, allowed_views(False, False), per_pixel=False)
+        assert (plain - expected).abs().max() > 1e-4
+
+
+def test_tta_off_leaves_validation_as_the_plain_model():
+    torch.manual_seed(0)
+    images, labels = torch.randn(3, 1, 24, 32), torch.tensor([0, 1, 0])
+    samples = [{"image": i, "label": y, "group": "g"} for i, y in zip(images, labels, strict=True)]
+    model = MicrographClassifier("test_resnet", num_classes=2)
+    (metrics,) = _trainer().validate(model, datamodule=TinyData(samples, LabelInvariances()), verbose=False)
+    assert [v.name for v in model.eval_views] == ["identity"]
+    with torch.no_grad():
+        model.eval()  # Lightning restores train mode after validate
+        assert metrics["val/loss"] == pytest.approx(F.cross_entropy(model(images), labels).item(), abs=1e-5)
+
+
+def test_segmenter_validate_with_tta_maps_every_allowed_view_back_on_a_non_square_image():
+    torch.manual_seed(0)
+    images = torch.randn(2, 1, 32, 48)
+    masks = (images[:, 0] > 0).long()
+    samples = [{"image": i, "mask": m, "group": f"g{k}"} for k, (i, m) in enumerate(zip(images, masks, strict=True))]
+    model = MicrographSegmenter("test_resnet", num_classes=2, loss="ce", tta=True)
+    data = TinyData(samples, LabelInvariances(mirror=False))  # quarter turns only
+    (metrics,) = _trainer().validate(model, datamodule=data, verbose=False)
+    assert [v.name for v in model.eval_views] == ["identity", "rot90", "rot180", "rot270"]
+    model.eval()
+    expected = _by_hand(model, images, model.eval_views, per_pixel=True)
+    loss = segmentation_loss(expected.log(), masks, "ce", None)
+    assert metrics["val/loss"] == pytest.approx(loss.item(), abs=1e-5)
+    predicted = _trainer().predict(model, datamodule=data)[0]
+    assert predicted["probabilities"].shape == (2, 2, 32, 48)
+    torch.testing.assert_close(predicted["probabilities"], expected, atol=1e-6, rtol=1e-5)
+    plain = _by_hand(model, images, allowed_views(False, False), per_pixel=True)
+    assert (plain - expected).abs().max() > 1e-4
+
+
+def test_cli_validate_with_tta_true_averages_the_views_end_to_end(tmp_path, grouped_manifest, caplog):
+    config = write_manifest_config(tmp_path / "c.yaml", grouped_manifest, max_epochs=1, num_folds=2)
+    args = ["validate", "-c", str(config), "--data.init_args.leakage_check=off"]
+    main(args)
+    with caplog.at_level(logging.INFO, logger="smalldata_pl.transforms.views"):
+        main([*args, "--model.init_args.tta", "true"])
+    assert "test-time augmentation over 8 views" in caplog.text
+    plain, augmented = sorted(Path("lightning_logs").rglob("events.out.tfevents.*"))
+    losses = [tensorboard_scalars(run.parent)["val/loss"] for run in (plain, augmented)]
+    assert len(losses[0]) == len(losses[1]) == 1
+    assert losses[0] != pytest.approx(losses[1], abs=1e-6)  # same seed and weights, different views
+
+
+def test_cv_forwards_tta_to_every_fold(tmp_path, grouped_manifest, caplog):
+    config = write_manifest_config(tmp_path / "c.yaml", grouped_manifest, max_epochs=1, num_folds=2)
+    cv_dir = tmp_path / "cv"
+    with caplog.at_level(logging.INFO, logger="smalldata_pl.transforms.views"):
+        main(["cv", "-c", str(config), "--data.init_args.leakage_check=off", "--model.init_args.tta", "true",
+              "--cv_dir", str(cv_dir)])  # fmt: skip
+    for fold in (0, 1):
+        assert yaml.safe_load((cv_dir / f"fold_{fold}" / "hparams.yaml").read_text())["tta"] is True
+    # Each fold's fit (validation, checkpoint monitor) and its out-of-fold predictions use the eight views.
+    assert caplog.text.count("test-time augmentation over 8 views") == 4
+    assert (cv_dir / "summary.json").is_file()

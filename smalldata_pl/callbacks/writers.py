@@ -1,6 +1,8 @@
 """Prediction writers: class-index mask PNGs for segmenters, a CSV for classifiers."""
 
 import csv
+import hashlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,12 @@ ORDER_FIELDS = ("loader", "index")
 class PredictionWriter(BasePredictionWriter):
     r"""Write predictions: ``masks/<name>.png`` for segmentation, ``predictions.csv`` for classification.
 
+    A mask is named after its image's stem; an image whose stem an earlier image of the same run already took
+    (``a/img.png`` and ``b/img.png``, or ``img.png`` and ``img.tif``) gets ``<stem>-<digest of its path>.png``
+    instead (see :func:`mask_file_name`), so no mask overwrites another and a rerun gives the same names. Under
+    DDP, where a rank cannot see the names the others took, every mask carries the digest. For segmentation
+    ``predictions.csv`` lists each image with its mask file.
+
     Every file is written atomically (a temporary file renamed into place), and ``predictions.csv`` only once,
     at the end of the prediction epoch, so a crash never leaves a truncated table. Under DDP each rank writes
     its rows to ``predictions.rank<k>.csv``; after a barrier rank 0 merges them, in dataset order, into
@@ -32,6 +40,7 @@ class PredictionWriter(BasePredictionWriter):
         self.output_dir = output_dir
         self._rows: list[dict] = []
         self._dir: Path | None = None
+        self._mask_sources: dict[str, str] = {}  # mask file name -> the sample it was written for, this epoch
 
     def _folder(self, trainer: Trainer) -> Path:
         if self._dir is None:  # trainer.log_dir is a collective under DDP: every rank resolves it once, together
@@ -41,7 +50,7 @@ class PredictionWriter(BasePredictionWriter):
 
     @override
     def on_predict_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._dir, self._rows = None, []
+        self._dir, self._rows, self._mask_sources = None, [], {}
         self._shard(self._folder(trainer), trainer.global_rank).unlink(missing_ok=True)  # a crashed run's leftover
 
     @override
@@ -55,14 +64,20 @@ class PredictionWriter(BasePredictionWriter):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        names = prediction.get("path") or [str(g).replace(":", "_") for g in prediction["group"]]
+        paths = prediction.get("path")
+        names = paths or [str(g).replace(":", "_") for g in prediction["group"]]
         predicted = prediction["prediction"].cpu().numpy()
+        indices = list(batch_indices) if batch_indices is not None else [None] * len(names)
         if predicted.ndim == 3:  # masks
-            for name, mask in zip(names, predicted, strict=True):
-                write_label_image(self._folder(trainer) / "masks" / f"{Path(name).stem}.png", mask)
+            for name, index, mask in zip(names, indices, predicted, strict=True):
+                position = _dataset_index(index, len(self._rows))
+                # Without paths, samples of one group share a name: the dataset index tells them apart.
+                source = name if paths else f"{name}#{dataloader_idx}:{position}"
+                file_name = self._mask_name(Path(name).stem, source, trainer.world_size > 1)
+                write_label_image(self._folder(trainer) / "masks" / file_name, mask)
+                self._rows.append({"loader": dataloader_idx, "index": position, "sample": name, "mask": file_name})
             return
         classes = getattr(pl_module, "class_names", None)
-        indices = list(batch_indices) if batch_indices is not None else [None] * len(names)
         scores = prediction["probabilities"].cpu().numpy()
         for name, index, label, probabilities in zip(names, indices, predicted, scores, strict=True):
             row = {"loader": dataloader_idx, "index": _dataset_index(index, len(self._rows)), "sample": name}
@@ -74,6 +89,14 @@ class PredictionWriter(BasePredictionWriter):
                 }
             )
             self._rows.append(row)
+
+    def _mask_name(self, stem: str, source: str, distributed: bool) -> str:
+        def taken(name: str) -> bool:
+            return self._mask_sources.get(name, source) != source
+
+        name = mask_file_name(stem, source, taken, always_digest=distributed)
+        self._mask_sources[name] = source
+        return name
 
     @override
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -93,6 +116,31 @@ class PredictionWriter(BasePredictionWriter):
     @staticmethod
     def _shard(folder: Path, rank: int) -> Path:
         return folder / f"predictions.rank{rank}.csv"
+
+
+def mask_file_name(stem: str, source: str, taken: Callable[[str], bool], always_digest: bool = False) -> str:
+    """``<stem>.png``, or ``<stem>-<digest>.png`` when ``taken`` says another image already has that name.
+
+    The digest is the first 8 hex digits of the SHA-1 of ``source`` (the image path): a pure function of the
+    path, so the same image gets the same name in every run, whatever else is predicted with it. Should that
+    be taken too (the same path written twice into one folder), a counter follows.
+
+    Args:
+        stem: The image's file stem.
+        source: What identifies the image (its path).
+        taken: Whether a mask file name is already used by another image.
+        always_digest: Add the digest even when ``<stem>.png`` is free (for writers that cannot see every name).
+    """
+    stem = stem or "mask"
+    name = f"{stem}.png"
+    if not always_digest and not taken(name):
+        return name
+    # surrogateescape: paths that are not valid UTF-8 still hash, to the bytes the file system holds
+    digest = hashlib.sha1(source.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    name, n = f"{stem}-{digest}.png", 1
+    while taken(name):
+        name, n = f"{stem}-{digest}-{n}.png", n + 1
+    return name
 
 
 def merge_shards(shards: list[Path], target: Path) -> None:

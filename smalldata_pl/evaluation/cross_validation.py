@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from smalldata_pl.callbacks.writers import mask_file_name
 from smalldata_pl.evaluation.progress import RunProgress
 from smalldata_pl.evaluation.runs import Run, RunFactory
 from smalldata_pl.evaluation.summary import collect_folds, summarize, write_summary
@@ -128,12 +129,11 @@ def _predictions(run: Run, fold: int, cv_dir: Path) -> list[dict]:
 
 
 def _mask_name(path: str, folder: Path) -> str:
-    """``<stem>.png``, or ``<stem>_<n>.png`` when an image of the same name was already written to ``folder``."""
-    stem = Path(path).stem
-    name, n = f"{stem}.png", 1
-    while (folder / name).exists():
-        name, n = f"{stem}_{n}.png", n + 1
-    return name
+    """``<stem>.png``, or ``<stem>-<digest of path>.png`` when an image of that stem was already written to ``folder``.
+
+    The same rule as ``smalldata predict``'s masks (:func:`mask_file_name`); ``folder`` holds only this fold's masks.
+    """
+    return mask_file_name(Path(path).stem, path, lambda name: (folder / name).exists())
 
 
 def _write_rows(path: Path, rows: list[dict]) -> None:

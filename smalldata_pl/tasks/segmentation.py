@@ -18,6 +18,13 @@ from smalldata_pl.models.metrics import BoundaryF1, ClassIoU
 from smalldata_pl.models.unet import UNetDecoder, sliding_window
 from smalldata_pl.tasks.base import TransferModule
 from smalldata_pl.transforms.pipeline import IGNORE_INDEX
+from smalldata_pl.transforms.views import (
+    IDENTITY,
+    View,
+    log_mean_probabilities,
+    mean_probabilities,
+    views_from_invariances,
+)
 
 
 class MicrographSegmenter(TransferModule):
@@ -31,6 +38,12 @@ class MicrographSegmenter(TransferModule):
     ``{split}/miou`` is the mean IoU over the classes present in prediction or truth that epoch (an absent
     class logs ``iou_<name>`` as NaN); ``{split}/boundary_f1`` is computed from boundary counts summed over the
     epoch (see :class:`BoundaryF1`).
+
+    With ``tta`` the validation, test and predict steps average the per-pixel softmax over the D4 views that the
+    DataModule's declared ``invariances`` allow (none where rotation and mirroring are forbidden, the identity
+    only when nothing is declared); each view's logits are mapped back onto the image with the view's inverse,
+    which also undoes the height/width swap of quarter turns on non-square images. The loss is computed on the
+    averaged probabilities, so every ``val/*`` metric scores the TTA prediction. Training never uses it.
 
     Example:
         >>> model = MicrographSegmenter("test_resnet", num_classes=3)
@@ -51,6 +64,7 @@ class MicrographSegmenter(TransferModule):
         boundary_tolerance: Distance in pixels within which a boundary pixel counts as found.
         tile_size: Sliding-window tile side for validation, test and predict; ``None`` = whole image.
         tile_overlap: Overlap of neighbouring tiles in pixels.
+        tta: Test-time augmentation in validation, test and predict over the views the invariances allow.
         **kwargs: Optimizer, scheduler and warm-up options of :class:`TransferModule`.
     """
 
@@ -68,6 +82,7 @@ class MicrographSegmenter(TransferModule):
         boundary_tolerance: float = 3,
         tile_size: int | None = None,
         tile_overlap: int = 32,
+        tta: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -93,6 +108,8 @@ class MicrographSegmenter(TransferModule):
         self.register_buffer("class_weights", torch.tensor(class_weights, dtype=torch.float) if class_weights else None)
         self.boundary_class = boundary_class
         self.tile_size, self.tile_overlap = tile_size, tile_overlap
+        self.tta = tta
+        self.eval_views: list[View] = [IDENTITY]  # resolved from the DataModule in setup
         splits = ("train", "val", "test")  # ModuleDict keys get a suffix: "train" is a Module method
         self.iou: Any = nn.ModuleDict({f"{s}_": ClassIoU(num_classes) for s in splits})
         self.boundary_f1: Any = nn.ModuleDict(
@@ -117,11 +134,20 @@ class MicrographSegmenter(TransferModule):
         return sliding_window(self, images, self.tile_size, self.tile_overlap)
 
     @override
+    def setup(self, stage: str) -> None:
+        data = getattr(self.trainer, "datamodule", None)
+        self.eval_views = views_from_invariances(getattr(data, "invariances", None)) if self.tta else [IDENTITY]
+
+    def eval_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Validation/test logits: :meth:`predict_logits`, or under TTA the log of the view-averaged softmax."""
+        return log_mean_probabilities(self.predict_logits, images, self.eval_views, per_pixel=True)
+
+    @override
     def training_loss(self, batch: dict) -> torch.Tensor:
         return segmentation_loss(self(batch["image"]), batch["mask"], self.loss_kind, self.class_weights)
 
     def _step(self, batch: dict, split: str) -> torch.Tensor:
-        logits = self(batch["image"]) if split == "train" else self.predict_logits(batch["image"])
+        logits = self(batch["image"]) if split == "train" else self.eval_logits(batch["image"])
         loss = segmentation_loss(logits, batch["mask"], self.loss_kind, self.class_weights)
         prediction = logits.argmax(dim=1)
         self.iou[f"{split}_"].update(prediction, batch["mask"])
@@ -168,7 +194,7 @@ class MicrographSegmenter(TransferModule):
 
     @override
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
-        probabilities = self.predict_logits(batch["image"]).softmax(dim=1)
+        probabilities = mean_probabilities(self.predict_logits, batch["image"], self.eval_views, per_pixel=True)
         out = {"prediction": probabilities.argmax(dim=1), "probabilities": probabilities, "group": batch["group"]}
         if "path" in batch:
             out["path"] = batch["path"]
