@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 from conftest import tensorboard_scalars as scalars
-from conftest import write_manifest_config
+from conftest import write_image, write_manifest_config
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -97,11 +97,18 @@ def needs(text: str) -> list:
 @pytest.mark.parametrize(
     "config", [pytest.param(c, marks=needs(Path(c).read_text()), id=Path(c).name) for c in CONFIGS]
 )
-def test_every_config_parses_and_instantiates(config, monkeypatch):
+def test_every_config_parses_and_instantiates(config, monkeypatch, tmp_path):
     monkeypatch.chdir(REPO)  # configs point at ../shared/data relative to the repository
     text = Path(config).read_text()
-    offline = ["--model.init_args.pretrained=false"] if "pretrained: true" in text else []  # hub weights need internet
-    cli = SmallDataCLI(args=["-c", config, "--trainer.logger=false", *offline], run=False)
+    extra = ["--model.init_args.pretrained=false"] if "pretrained: true" in text else []  # hub weights need internet
+    if "target_root: null" in text:  # adaptation configs take the user's unlabelled target folder on the command line
+        for i in range(2):
+            write_image(
+                tmp_path / "target" / f"t{i}.png",
+                np.random.default_rng(i).integers(0, 255, (96, 96, 3), dtype=np.uint8),
+            )
+        extra.append(f"--data.init_args.target_root={tmp_path / 'target'}")
+    cli = SmallDataCLI(args=["-c", config, "--trainer.logger=false", *extra], run=False)
     written = yaml.safe_load(text)
     model, data = cli.model, cli.datamodule
     assert type(model) is import_class(written["model"]["class_path"])

@@ -9,14 +9,20 @@ from smalldata_pl.generators.grains import (
     tessellate,
 )
 from smalldata_pl.generators.imaging import IMAGING_PRESETS, ImagingModel
+from smalldata_pl.generators.specimen import render_specimen
+from smalldata_pl.generators.styles import GRAIN_STYLES, GrainStyle, resolve_style
 
 __all__ = [
     "GRAIN_MORPHOLOGIES",
+    "GRAIN_STYLES",
     "IMAGING_PRESETS",
     "GrainMicrograph",
     "GrainMorphology",
+    "GrainStyle",
     "ImagingModel",
     "mean_intercept_length",
     "render_grain_micrograph",
+    "render_specimen",
+    "resolve_style",
     "tessellate",
 ]

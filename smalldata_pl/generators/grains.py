@@ -48,7 +48,7 @@ class GrainMicrograph:
     """One rendered micrograph and the labels that come with it.
 
     Attributes:
-        image: float32 image in [0, 1], shape ``(H, W)``.
+        image: float32 image in [0, 1], shape ``(H, W)``, or ``(H, W, 3)`` for a colour-etched specimen.
         instances: int32 grain id per pixel, ``0..num_grains-1``.
         boundaries: bool mask of grain-boundary pixels.
         seeds: Seed coordinates ``(num_grains, 2)``.
@@ -56,6 +56,8 @@ class GrainMicrograph:
         mean_intercept: Mean linear intercept length in pixels (ASTM E112 style, horizontal and vertical lines).
         twins: bool mask of annealing-twin bands.
         particles: bool mask of second-phase particles on the boundaries.
+        artefacts: bool footprint of each specimen artefact drawn (``scratches``, ``etch_pits``, ``pores``,
+            ``inclusions``); none of them is boundary.
     """
 
     image: np.ndarray
@@ -66,6 +68,7 @@ class GrainMicrograph:
     mean_intercept: float = 0.0
     twins: np.ndarray | None = field(default=None, repr=False)
     particles: np.ndarray | None = field(default=None, repr=False)
+    artefacts: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
 
 def tessellate(
@@ -97,7 +100,7 @@ def tessellate(
         offsets = np.array([(dy * height, dx * width) for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
         points = (seeds[None, :, :] + offsets[:, None, :]).reshape(-1, 2)
         ids = np.tile(ids, len(offsets))
-    transform = _anisotropy(aspect, angle)
+    transform = anisotropy(aspect, angle)
     _, nearest = cKDTree(points @ transform.T).query(pixels @ transform.T, workers=1)
     return ids[nearest].reshape(shape).astype(np.int32)
 
@@ -117,7 +120,7 @@ def _tessellate_edt(seeds: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return contiguous.reshape(shape).astype(np.int32)
 
 
-def _anisotropy(aspect: float, angle: float) -> np.ndarray:
+def anisotropy(aspect: float, angle: float) -> np.ndarray:
     """Linear map that shrinks distances along the elongation direction by ``aspect``."""
     theta = np.deg2rad(angle)
     # (row, col) axes: the direction vector of `angle` measured from the horizontal, image rows pointing down.
@@ -177,12 +180,12 @@ def render_grain_micrograph(
 
     grey = np.clip(0.55 + contrast * rng.standard_normal(count), 0.15, 0.95)
     image = grey[instances]
-    twins = _twin_bands(rng, instances, seeds, twin_probability, spacing)
+    twins = twin_bands(rng, instances, seeds, twin_probability, spacing)
     image = np.where(twins, np.clip(grey[instances] + rng.choice([-1, 1]) * 2 * contrast, 0.1, 0.95), image)
     boundaries = grain_boundaries(instances)
     distance = ndimage.distance_transform_edt(~boundaries)
     image = image - boundary_depth * np.exp(-((distance / boundary_width) ** 2))
-    particles = _boundary_particles(rng, boundaries, boundary_particles, spacing)
+    particles = boundary_particles_mask(rng, boundaries, boundary_particles, spacing)
     image = np.where(particles, 0.08, image)
     image = (imaging or IMAGING_PRESETS["optical"]).apply(np.clip(image, 0.0, 1.0), rng)
     return GrainMicrograph(
@@ -197,7 +200,7 @@ def render_grain_micrograph(
     )
 
 
-def _twin_bands(
+def twin_bands(
     rng: np.random.Generator, instances: np.ndarray, seeds: np.ndarray, probability: float, spacing: float
 ) -> np.ndarray:
     """Straight parallel-sided bands through randomly chosen grains, as annealing twins look in section."""
@@ -216,7 +219,7 @@ def _twin_bands(
     return twins
 
 
-def _boundary_particles(
+def boundary_particles_mask(
     rng: np.random.Generator, boundaries: np.ndarray, per_thousand: float, spacing: float
 ) -> np.ndarray:
     """Small discs centred on random boundary pixels (second phase decorating the grain boundaries)."""

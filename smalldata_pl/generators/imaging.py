@@ -40,22 +40,28 @@ class ImagingModel:
     randomize: float = 0.0
 
     def apply(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Image an ideal float image in [0, 1]; returns a float64 image in [0, 1]."""
+        """Image an ideal float image in [0, 1], ``(H, W)`` or ``(H, W, C)``; returns a float64 image in [0, 1].
+
+        Optics, raster and illumination act on all channels alike; shot and read noise are independent per channel.
+        """
         model = self._drawn(rng) if self.randomize > 0 else self
         out = np.asarray(image, dtype=np.float64)
+        # Spatial effects broadcast over a trailing colour axis; blurring must not mix the channels.
+        spatial = (slice(None), slice(None)) + (None,) * (out.ndim - 2)
         if model.blur_sigma > 0:
-            out = ndimage.gaussian_filter(out, model.blur_sigma, mode="reflect")
+            sigma = (model.blur_sigma, model.blur_sigma) + (0.0,) * (out.ndim - 2)
+            out = ndimage.gaussian_filter(out, sigma, mode="reflect")
         if model.scan_jitter > 0:
             out = _jitter_lines(out, rng, model.scan_jitter)
         if model.gradient != 0:
-            out = out * (1.0 + _linear_ramp(out.shape, rng, model.gradient))
+            out = out * (1.0 + _linear_ramp(out.shape, rng, model.gradient)[spatial])
         if model.dose > 0:
             out = rng.poisson(np.clip(out, 0.0, None) * model.dose) / model.dose
         if model.read_noise > 0:
             out = out + rng.normal(0.0, model.read_noise, out.shape)
         if model.streaks > 0:
             lines = rng.random(out.shape[0]) < model.streaks
-            out[lines] += rng.normal(0.0, 0.15, (int(np.count_nonzero(lines)), 1))
+            out[lines] += rng.normal(0.0, 0.15, (int(np.count_nonzero(lines)), 1) + (1,) * (out.ndim - 2))
         out = np.clip((out - 0.5) * model.contrast + 0.5 + model.offset, 0.0, 1.0) ** model.gamma
         if model.bit_depth:
             levels = 2**model.bit_depth - 1
@@ -98,7 +104,7 @@ def _jitter_lines(image: np.ndarray, rng: np.random.Generator, sigma: float) -> 
     position = np.clip(np.arange(image.shape[1])[None, :] - shifts[:, None], 0, image.shape[1] - 1)
     left = np.floor(position).astype(int)
     right = np.minimum(left + 1, image.shape[1] - 1)
-    weight = position - left
+    weight = (position - left).reshape(left.shape + (1,) * (image.ndim - 2))
     rows = np.arange(image.shape[0])[:, None]
     return image[rows, left] * (1 - weight) + image[rows, right] * weight
 

@@ -9,7 +9,9 @@ from scipy.ndimage import binary_dilation
 from smalldata_pl.generators.grains import GRAIN_MORPHOLOGIES, GrainMorphology, render_grain_micrograph
 from smalldata_pl.generators.imaging import IMAGING_PRESETS
 from smalldata_pl.generators.precipitates import PrecipitateParams, render_precipitates
+from smalldata_pl.generators.specimen import render_specimen
 from smalldata_pl.generators.spectra import Phase, SpectrumParams, render_spectrum
+from smalldata_pl.generators.styles import GRAIN_STYLES, GrainStyle
 
 # A renderer turns (rng, global index) into a float image and its target: an int label or an int mask.
 Renderer = Callable[[np.random.Generator, int], tuple[np.ndarray, int | np.ndarray]]
@@ -33,15 +35,21 @@ class GrainClassRenderer:
 
 @dataclass(frozen=True)
 class GrainBoundaryRenderer:
-    """Grain micrographs with their boundary masks (0 grain interior, 1 boundary), any morphology."""
+    """Grain micrographs with their boundary masks (0 grain interior, 1 boundary), any morphology.
+
+    The mask is the boundary centre line dilated to ``boundary_width`` pixels whatever groove the style draws,
+    so the label width is the DataModule's choice; artefacts and twin bands are never in it. A ``colour`` style
+    gives ``(H, W, 3)`` images (the pipeline converts them to ``in_chans``).
+    """
 
     size: int
     imaging: str = "optical"
     boundary_width: int = 1
+    style: GrainStyle = GRAIN_STYLES["flat"]
 
     def __call__(self, rng: np.random.Generator, index: int) -> tuple[np.ndarray, np.ndarray]:
         morphology = GRAIN_MORPHOLOGIES[index % len(GRAIN_MORPHOLOGIES)]
-        micrograph = render_grain_micrograph(rng, (self.size, self.size), morphology, IMAGING_PRESETS[self.imaging])
+        micrograph = render_specimen(rng, (self.size, self.size), morphology, self.style, IMAGING_PRESETS[self.imaging])
         mask = (
             binary_dilation(micrograph.boundaries, iterations=self.boundary_width - 1)
             if self.boundary_width > 1

@@ -1,0 +1,167 @@
+"""Self-training: confident predictions on unlabelled target images become extra training masks."""
+
+import logging
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import Callback, LightningModule, Trainer
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from typing_extensions import override
+
+from smalldata_pl.callbacks.adabn import adapt_batch_norm, batch_norm_layers, target_pipeline, target_records_of
+from smalldata_pl.datamodules.base import MicrographDataModule
+from smalldata_pl.datamodules.procedural import ProceduralDataModule
+from smalldata_pl.datasets.folder import MicrographFolderDataset, Record
+from smalldata_pl.datasets.pseudo_labels import ConcatSamples, PseudoLabelDataset, confident_labels
+from smalldata_pl.io.images import read_image
+from smalldata_pl.transforms.pipeline import IGNORE_INDEX
+
+log = logging.getLogger(__name__)
+
+
+class SelfTraining(Callback):
+    """Adds the target images, labelled by the model's own confident predictions, to the training set.
+
+    From epoch ``start_epoch`` on, and again every ``every_n_epochs`` epochs, the model (in evaluation mode)
+    segments each target image at the evaluation scale; pixels whose top class probability reaches ``threshold``
+    keep that class, all others get ``IGNORE_INDEX`` and count in neither loss nor metrics. The pseudo-labelled
+    images, augmented like the synthetic ones, then join the DataModule's training set (``repeats`` copies each)
+    until the next refresh. Validation stays synthetic.
+
+    The training loader must be rebuilt to see the new samples, so the callback sets the Trainer's
+    ``reload_dataloaders_every_n_epochs`` to 1 when it is 0. Segmentation tasks only (``[B, C, H, W]`` outputs).
+    After a resume the pseudo-labels return at the next refresh.
+
+    Example (YAML)::
+
+        trainer:
+          callbacks:
+            - class_path: smalldata_pl.callbacks.SelfTraining
+              init_args: {target_root: ../shared/data/grain_boundaries_tbm/images, start_epoch: 4, threshold: 0.9}
+
+    Args:
+        target_root: Folder of unlabelled target images; ``None`` takes the DataModule's ``target_root``.
+        target_manifest: CSV with a ``file`` column listing them instead (relative to ``target_root``).
+        start_epoch: First epoch trained with pseudo-labels (they are made at the end of the epoch before).
+        every_n_epochs: Epochs between refreshes of the pseudo-labels.
+        threshold: Least top-class probability of a kept pixel.
+        repeats: Copies of each pseudo-labelled image per epoch (weight of the target against synthetic data).
+        max_images: Use at most this many target images (evenly spaced); ``None``: all.
+        adapt_batch_norm: Predict with BatchNorm statistics re-estimated on the targets (AdaBN), then restore the
+            training statistics.
+    """
+
+    def __init__(
+        self,
+        target_root: str | None = None,
+        target_manifest: str | None = None,
+        start_epoch: int = 2,
+        every_n_epochs: int = 2,
+        threshold: float = 0.9,
+        repeats: int = 1,
+        max_images: int | None = None,
+        adapt_batch_norm: bool = False,
+    ) -> None:
+        if start_epoch < 1:
+            raise ValueError(f"start_epoch must be at least 1 (the model must have trained), got {start_epoch}")
+        if every_n_epochs < 1 or repeats < 1:
+            raise ValueError(f"every_n_epochs and repeats must be at least 1, got {every_n_epochs} and {repeats}")
+        if not 0.0 < threshold <= 1.0:
+            raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+        self.target_root, self.target_manifest, self.max_images = target_root, target_manifest, max_images
+        self.records: list[Record] = []
+        self.start_epoch = start_epoch
+        self.every_n_epochs = every_n_epochs
+        self.threshold = threshold
+        self.repeats = repeats
+        self.adapt_bn = adapt_batch_norm
+        self.synthetic: Dataset | None = None
+        self.kept_fraction: float | None = None
+
+    @override
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self.records = target_records_of(trainer, self.target_root, self.target_manifest, self.max_images)
+
+    @override
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not isinstance(getattr(trainer, "datamodule", None), MicrographDataModule):
+            raise TypeError("SelfTraining needs a MicrographDataModule, whose training set it extends")
+        if getattr(trainer, "reload_dataloaders_every_n_epochs", 0) == 0:
+            # Set by the Trainer's data connector, so not among the attributes type checkers see.
+            trainer.reload_dataloaders_every_n_epochs = 1  # type: ignore[attr-defined]
+
+    @override
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        upcoming = trainer.current_epoch + 1
+        if upcoming >= self.start_epoch and (upcoming - self.start_epoch) % self.every_n_epochs == 0:
+            self.refresh(trainer, pl_module)
+
+    def refresh(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Pseudo-label the targets with the current model and put them into the DataModule's training set."""
+        datamodule = getattr(trainer, "datamodule", None)
+        assert isinstance(datamodule, MicrographDataModule)
+        if self.synthetic is None:
+            if datamodule.train_dataset is None:
+                raise RuntimeError("SelfTraining found no training set on the DataModule")
+            self.synthetic = datamodule.train_dataset
+        masks = self.pseudo_labels(trainer, pl_module)
+        labelled = sum(int((m != IGNORE_INDEX).sum()) for m in masks)
+        self.kept_fraction = labelled / max(sum(m.numel() for m in masks), 1)
+        pipeline = (
+            datamodule.target_pipeline()
+            if isinstance(datamodule, ProceduralDataModule)
+            else datamodule.pipeline(None, train=True)
+        )
+        paths = [r.path for r in self.records]
+        pseudo = PseudoLabelDataset(paths, [m.numpy() for m in masks], pipeline, datamodule.seed)
+        datamodule.train_dataset = ConcatSamples([self.synthetic, *[pseudo] * self.repeats])
+        pl_module.log("self_training/kept_fraction", self.kept_fraction)
+        log.info(
+            "self-training: %d target images pseudo-labelled, %.1f %% of pixels confident (>= %.2f)",
+            len(masks),
+            100 * self.kept_fraction,
+            self.threshold,
+        )
+
+    @torch.no_grad()
+    def pseudo_labels(self, trainer: Trainer, pl_module: LightningModule) -> list[torch.Tensor]:
+        """Confident labels of every target image at its own size (``IGNORE_INDEX`` elsewhere)."""
+        saved = _batch_norm_state(pl_module) if self.adapt_bn else None
+        if saved is not None:
+            bn_pipeline, size = target_pipeline(trainer, pl_module, None)
+            loader = DataLoader(MicrographFolderDataset(self.records, bn_pipeline), batch_size=8 if size else 1)
+            adapt_batch_norm(pl_module, (batch["image"] for batch in loader))
+        datamodule = getattr(trainer, "datamodule", None)
+        assert isinstance(datamodule, MicrographDataModule)
+        pipeline = datamodule.pipeline(None)  # the evaluation path: whole image, shorter side to image_size
+        predict = getattr(pl_module, "predict_logits", pl_module)  # sliding windows where the task has them
+        training = pl_module.training
+        pl_module.eval()
+        masks = []
+        try:
+            for record in self.records:
+                image = read_image(record.path)
+                logits = predict(pipeline(image)["image"][None].to(pl_module.device))
+                if logits.ndim != 4:
+                    raise TypeError(
+                        f"SelfTraining needs a segmentation model; {type(pl_module).__name__} gave outputs of shape "
+                        f"{tuple(logits.shape)}"
+                    )
+                native = F.interpolate(logits.float(), size=image.shape[:2], mode="bilinear", align_corners=False)
+                masks.append(confident_labels(native.softmax(dim=1)[0], self.threshold, IGNORE_INDEX).cpu())
+        finally:
+            pl_module.train(training)
+            if saved is not None:
+                _restore_batch_norm(pl_module, saved)
+        return masks
+
+
+def _batch_norm_state(model: nn.Module) -> list[dict[str, torch.Tensor]]:
+    return [{k: v.clone() for k, v in layer.state_dict().items()} for layer in batch_norm_layers(model)]
+
+
+def _restore_batch_norm(model: nn.Module, saved: Sequence[dict[str, torch.Tensor]]) -> None:
+    for layer, state in zip(batch_norm_layers(model), saved, strict=True):
+        layer.load_state_dict(state)

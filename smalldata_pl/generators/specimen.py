@@ -1,0 +1,167 @@
+"""Grain specimens that look prepared and etched: curved boundaries, grooves, textured grains and artefacts."""
+
+import numpy as np
+from scipy import ndimage
+from scipy.special import ndtr
+
+from smalldata_pl.generators import artefacts
+from smalldata_pl.generators.grains import (
+    GrainMicrograph,
+    GrainMorphology,
+    boundary_particles_mask,
+    grain_boundaries,
+    mean_intercept_length,
+    render_grain_micrograph,
+    tessellate,
+    twin_bands,
+)
+from smalldata_pl.generators.imaging import IMAGING_PRESETS, ImagingModel
+from smalldata_pl.generators.seeds import place_seeds
+from smalldata_pl.generators.styles import GrainStyle
+from smalldata_pl.generators.warping import curved_tessellation, smooth_field
+
+# First-order thin-film interference colours (sRGB) of a tint-etch film as it thickens: straw, yellow, brown,
+# purple, violet, blue, pale blue. A grain's orientation sets its etch rate and so its film thickness.
+INTERFERENCE_COLOURS = np.array(
+    [
+        [0.86, 0.83, 0.66],
+        [0.82, 0.74, 0.38],
+        [0.62, 0.47, 0.28],
+        [0.52, 0.33, 0.40],
+        [0.44, 0.38, 0.64],
+        [0.36, 0.52, 0.82],
+        [0.58, 0.72, 0.86],
+    ]
+)
+# Counts in GrainStyle are per this many pixels (a 256 x 256 tile).
+REFERENCE_AREA = 256 * 256
+ARTEFACTS = {
+    "scratches": artefacts.scratches,
+    "etch_pits": artefacts.etch_pits,
+    "pores": artefacts.pores,
+    "inclusions": artefacts.inclusions,
+}
+
+
+def render_specimen(
+    rng: np.random.Generator,
+    shape: tuple[int, int],
+    morphology: GrainMorphology,
+    style: GrainStyle,
+    imaging: ImagingModel | None = None,
+) -> GrainMicrograph:
+    """Draw one grain micrograph of the given morphology in the given style.
+
+    The ``flat`` style gives exactly :func:`~smalldata_pl.generators.grains.render_grain_micrograph`'s image.
+    Otherwise each stage (tessellation, texture, decorations, every artefact kind, imaging) draws from its own
+    child of ``rng``, so switching one effect off leaves the rest of the sample unchanged.
+
+    Args:
+        rng: Random generator; the only source of randomness.
+        shape: Height and width in pixels.
+        morphology: Grain size, seed placement and elongation.
+        style: Realism settings (see :class:`~smalldata_pl.generators.styles.GrainStyle`).
+        imaging: Imaging model applied last; ``None`` uses the optical-microscope preset.
+
+    Returns:
+        The image (``(H, W, 3)`` when ``style.colour``) with instance map, boundary centre line, seeds, grain-size
+        statistics and the footprints of twins, particles and artefacts.
+    """
+    if style.is_flat:
+        return render_grain_micrograph(rng, shape, morphology, imaging)
+    children = [np.random.default_rng(seed) for seed in rng.integers(0, 2**63 - 1, 5 + len(ARTEFACTS))]
+    style_rng, tessellation_rng, texture_rng, decoration_rng, imaging_rng, *artefact_rngs = children
+    style = style.drawn(style_rng) if style.randomize > 0 else style
+    spacing, seeds, instances = _grains(tessellation_rng, shape, morphology, style)
+    count = int(instances.max()) + 1
+    boundaries = grain_boundaries(instances)
+    twins = twin_bands(decoration_rng, instances, np.empty((count, 2)), style.twin_probability, spacing)
+    image = _etched_grains(texture_rng, instances, twins, spacing, style)
+    image = image * (1.0 - _grooves(texture_rng, boundaries, spacing, style))[..., None]
+    particles = boundary_particles_mask(decoration_rng, boundaries, style.boundary_particles, spacing)
+    image[particles] = 0.08
+    footprints = {}
+    scale = shape[0] * shape[1] / REFERENCE_AREA
+    for (name, draw), artefact_rng in zip(ARTEFACTS.items(), artefact_rngs, strict=True):
+        number = int(artefact_rng.poisson(getattr(style, name) * scale))
+        darkening, footprints[name] = draw(artefact_rng, shape, number)
+        image = image * (1.0 - darkening)[..., None]
+    image = image if style.colour else image[..., 0]
+    image = (imaging or IMAGING_PRESETS["optical"]).apply(np.clip(image, 0.0, 1.0), imaging_rng)
+    return GrainMicrograph(
+        image=image.astype(np.float32),
+        instances=instances,
+        boundaries=boundaries,
+        seeds=seeds,
+        grain_areas=np.bincount(instances.ravel(), minlength=count),
+        mean_intercept=mean_intercept_length(instances),
+        twins=twins,
+        particles=particles,
+        artefacts=footprints,
+    )
+
+
+def _grains(
+    rng: np.random.Generator, shape: tuple[int, int], morphology: GrainMorphology, style: GrainStyle
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """Seed spacing, seeds and instance map: weighted Voronoi on a warped grid when the style asks for it."""
+    spacing = morphology.grain_size * min(shape) * float(np.exp(rng.normal(0.0, morphology.size_jitter)))
+    count = max(2, round(shape[0] * shape[1] / (spacing**2 * morphology.aspect)))
+    seeds = place_seeds(rng, count, shape, morphology.placement)
+    angle = morphology.angle + rng.uniform(-morphology.angle_jitter, morphology.angle_jitter)
+    if style.warp == 0 and style.size_sigma == 0 and style.roughness == 0:
+        return spacing, seeds, tessellate(seeds, shape, morphology.aspect, angle)
+    weights = np.exp(style.size_sigma * rng.standard_normal(count))
+    displacement = np.stack(
+        [
+            style.warp * spacing * smooth_field(rng, shape, style.warp_scale * spacing)
+            + style.roughness * smooth_field(rng, shape, 2.0)
+            for _ in range(2)
+        ]
+    )
+    return spacing, seeds, curved_tessellation(seeds, shape, weights, displacement, morphology.aspect, angle)
+
+
+def _etched_grains(
+    rng: np.random.Generator, instances: np.ndarray, twins: np.ndarray, spacing: float, style: GrainStyle
+) -> np.ndarray:
+    """``(H, W, C)`` grain colours before grooves: orientation contrast, shading, etch texture and relief.
+
+    Twin bands are grains of their own orientation inside their parent, so they get their own colour.
+    """
+    count = int(instances.max()) + 1
+    # Parents are 0..count-1 and their twin bands count..2*count-1: every per-grain property indexes by `key`.
+    key = np.where(twins, instances + count, instances)
+    orientation = rng.random(2 * count)
+    brightness = np.clip(0.55 + style.contrast * rng.standard_normal(2 * count), 0.15, 0.95)
+    if style.colour:
+        positions = np.linspace(0.0, 1.0, len(INTERFERENCE_COLOURS))
+        tint = np.stack([np.interp(orientation, positions, channel) for channel in INTERFERENCE_COLOURS.T], axis=1)
+        base = tint * (brightness / 0.55)[:, None]
+    else:
+        base = brightness[:, None]
+    rows, cols = np.mgrid[0 : instances.shape[0], 0 : instances.shape[1]].astype(np.float64)
+    area = np.maximum(np.bincount(instances.ravel(), minlength=count), 1)
+    centre_rows = np.bincount(instances.ravel(), rows.ravel(), count) / area
+    centre_cols = np.bincount(instances.ravel(), cols.ravel(), count) / area
+    direction = rng.uniform(0.0, 2.0 * np.pi, 2 * count)
+    slope = style.shading * rng.standard_normal(2 * count)
+    offset_rows, offset_cols = rows - centre_rows[instances], cols - centre_cols[instances]
+    shading = slope[key] * (offset_rows * np.cos(direction[key]) + offset_cols * np.sin(direction[key])) / spacing
+    etch_rate = rng.uniform(0.3, 1.5, 2 * count)
+    mottle = style.mottle * etch_rate[key] * smooth_field(rng, instances.shape, 1.2)
+    height = smooth_field(rng, instances.shape, spacing)
+    light = rng.uniform(0.0, 2.0 * np.pi)
+    slope_rows, slope_cols = np.gradient(height)
+    # The gradient of a unit field smoothed over `spacing` is about 1/spacing: rescale to a unit slope.
+    relief = style.relief * spacing * (slope_rows * np.sin(light) + slope_cols * np.cos(light))
+    return base[key] * (1.0 + shading + mottle + relief)[..., None]
+
+
+def _grooves(rng: np.random.Generator, boundaries: np.ndarray, spacing: float, style: GrainStyle) -> np.ndarray:
+    """Darkening of the etched boundary grooves: a Gaussian profile whose width and depth vary along them."""
+    distance = ndimage.distance_transform_edt(~boundaries)
+    # Smooth fields mapped through the normal CDF to uniform values spread over each range.
+    width = np.interp(ndtr(smooth_field(rng, boundaries.shape, spacing)), [0.0, 1.0], style.groove_width)
+    depth = np.interp(ndtr(smooth_field(rng, boundaries.shape, spacing)), [0.0, 1.0], style.groove_depth)
+    return np.clip(depth, 0.0, 1.0) * np.exp(-((distance / np.maximum(width, 0.3)) ** 2))

@@ -1,0 +1,186 @@
+"""Domain adaptation to unlabelled target images: style, AdaBN, self-training, imaging calibration, scale."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import tensorboard_scalars, write_image
+from torch import nn
+
+from smalldata_pl.callbacks import adapt_batch_norm
+from smalldata_pl.cli.main import main
+from smalldata_pl.datamodules import SyntheticGrainBoundaries
+from smalldata_pl.datasets.pseudo_labels import ConcatSamples, PseudoLabelDataset, confident_labels, target_records
+from smalldata_pl.generators.calibration import calibrate_imaging, rescale_sample, scale_factor
+from smalldata_pl.generators.grains import GRAIN_MORPHOLOGIES, GrainMorphology, render_grain_micrograph
+from smalldata_pl.generators.imaging import IMAGING_PRESETS, ImagingModel
+from smalldata_pl.generators.renderers import GrainBoundaryRenderer
+from smalldata_pl.transforms.pipeline import IGNORE_INDEX, ImagePipeline
+from smalldata_pl.transforms.target_style import TargetFDA, TargetHistogramMatching
+
+
+@pytest.fixture
+def target_folder(tmp_path: Path) -> Path:
+    """Six bright, yellowish 40 px colour 'real' images with blobs."""
+    rng = np.random.default_rng(7)
+    root = tmp_path / "target"
+    for i in range(6):
+        blobs = np.kron(rng.random((5, 5)), np.ones((8, 8)))
+        image = np.stack([0.6 + 0.3 * blobs, 0.55 + 0.3 * blobs, 0.2 + 0.2 * blobs], axis=2)
+        write_image(root / f"real_{i}.png", (np.clip(image, 0, 1) * 255).astype(np.uint8))
+    return root
+
+
+def test_histogram_matching_moves_the_synthetic_histogram_to_the_target() -> None:
+    rng = np.random.default_rng(0)
+    reference = (0.6 + 0.3 * rng.random((32, 32, 1))).astype(np.float32)  # same size: no resampling
+    image = (0.1 + 0.2 * rng.random((32, 32, 1))).astype(np.float32)
+    matched = TargetHistogramMatching([reference], blend_ratio=(1.0, 1.0), p=1.0)(image=image)["image"]
+    quantiles = np.linspace(0.05, 0.95, 7)
+    assert np.allclose(np.quantile(matched, quantiles), np.quantile(reference, quantiles), atol=0.03)
+    assert np.corrcoef(matched.ravel(), image.ravel())[0, 1] > 0.99  # the content (the order of grey levels) stays
+
+
+def test_fda_takes_the_low_frequencies_of_the_target() -> None:
+    rng = np.random.default_rng(1)
+    rows = np.mgrid[0:64, 0:64][0] / 63
+    reference = (0.2 + 0.6 * rows)[:, :, None].astype(np.float32)  # a strong illumination ramp
+    image = (0.5 + 0.1 * rng.standard_normal((64, 64, 1))).clip(0, 1).astype(np.float32)
+    styled = TargetFDA([reference], beta_limit=(0.05, 0.05), p=1.0)(image=image)["image"]
+
+    def spectrum(x: np.ndarray) -> np.ndarray:
+        return np.abs(np.fft.fftshift(np.fft.fft2(x[:, :, 0])))
+
+    low = (slice(30, 35), slice(30, 35))  # centre of the shifted spectrum
+    before = np.abs(spectrum(image)[low] - spectrum(reference)[low]).sum()
+    after = np.abs(spectrum(styled)[low] - spectrum(reference)[low]).sum()
+    assert after < 0.2 * before
+    assert styled.mean() == pytest.approx(reference.mean(), abs=0.02)  # the zero frequency is the target's
+
+
+def test_target_style_option_styles_training_images_only(target_folder: Path) -> None:
+    common = {"train_size": 4, "val_size": 2, "image_size": 32, "in_chans": 3, "target_root": str(target_folder)}
+    styled = SyntheticGrainBoundaries(**common, target_style="histogram", target_style_p=1.0)
+    plain = SyntheticGrainBoundaries(**common)
+    styled.setup("fit")
+    plain.setup("fit")
+    mean, std = torch.tensor(plain.mean)[:, None, None], torch.tensor(plain.std)[:, None, None]
+    styled_image = styled.train_dataset[0]["image"] * std + mean
+    plain_image = plain.train_dataset[0]["image"] * std + mean
+    # Grey synthetic images take the yellowish target colours: blue falls below red.
+    assert styled_image[2].mean() < styled_image[0].mean() - 0.15
+    assert torch.allclose(plain_image[0], plain_image[2], atol=1e-5)
+    assert torch.equal(styled.val_dataset[0]["image"], plain.val_dataset[0]["image"])
+    assert torch.equal(styled.train_dataset[0]["mask"], plain.train_dataset[0]["mask"])
+
+
+def test_adaptation_options_need_target_images() -> None:
+    with pytest.raises(ValueError, match="target_root"):
+        SyntheticGrainBoundaries(target_style="fda")
+
+
+def test_adabn_replaces_running_statistics_by_the_targets() -> None:
+    model = nn.Sequential(nn.BatchNorm2d(2, momentum=0.1), nn.Dropout(0.5))
+    model.train()
+    generator = torch.Generator().manual_seed(0)
+    batches = [3.0 + 2.0 * torch.randn(4, 2, 5, 5, generator=generator) for _ in range(2)]
+    assert adapt_batch_norm(model, batches) == 2
+    layer = model[0]
+    # momentum=None: the plain average of the batches' means and unbiased variances.
+    expected_mean = torch.stack([b.mean(dim=(0, 2, 3)) for b in batches]).mean(0)
+    expected_var = torch.stack([b.transpose(0, 1).reshape(2, -1).var(dim=1) for b in batches]).mean(0)
+    assert torch.allclose(layer.running_mean, expected_mean, atol=1e-5)
+    assert torch.allclose(layer.running_var, expected_var, atol=1e-4)
+    assert layer.momentum == 0.1 and model.training and model[1].training  # modes and momentum restored
+    with pytest.raises(ValueError, match="no BatchNorm"):
+        adapt_batch_norm(nn.Conv2d(1, 1, 1), batches)
+
+
+def test_pseudo_labels_keep_only_confident_pixels(target_folder: Path) -> None:
+    probabilities = torch.tensor([[[0.95, 0.6], [0.3, 0.05]], [[0.05, 0.4], [0.7, 0.95]]])
+    labels = confident_labels(probabilities, 0.9, IGNORE_INDEX)
+    assert labels.tolist() == [[0, IGNORE_INDEX], [IGNORE_INDEX, 1]]
+
+    records = target_records(target_folder, limit=2)
+    masks = [np.full((40, 40), IGNORE_INDEX), np.ones((40, 40), dtype=int)]
+    pipeline = ImagePipeline(1, 32, None, (0.5,), (0.25,), train=True)
+    dataset = PseudoLabelDataset([r.path for r in records], masks, pipeline)
+    mixed = ConcatSamples([dataset, dataset])
+    assert len(mixed) == 4 and mixed[(3, 2)]["group"] == records[0].group
+    assert set(mixed[(0, 0)]["mask"].unique().tolist()) == {IGNORE_INDEX}
+    assert set(mixed[(0, 3)]["mask"].unique().tolist()) == {1}
+
+
+def test_calibration_recovers_noise_and_blur_of_targets() -> None:
+    clean = GrainBoundaryRenderer(64, "clean", 1)
+    truth = ImagingModel(blur_sigma=1.5, read_noise=0.05, gradient=0.2, contrast=1.2)
+    ideal = [clean(np.random.default_rng([1, i]), i)[0] for i in range(8)]
+    targets = [truth.apply(clean(np.random.default_rng([2, i]), i)[0], np.random.default_rng([3, i])) for i in range(8)]
+    fitted = calibrate_imaging(ideal, targets, IMAGING_PRESETS["optical"], sweeps=2)
+    assert fitted.blur_sigma == pytest.approx(1.5, abs=0.4)
+    assert fitted.read_noise == pytest.approx(0.05, abs=0.012)
+    assert fitted.contrast == pytest.approx(1.2, abs=0.3)
+    assert fitted.randomize == IMAGING_PRESETS["optical"].randomize  # domain randomisation kept for training
+
+
+# Zoom in on fine grains and out of coarse ones, so both sides have grains of several pixels and many of them.
+@pytest.mark.parametrize(("factor", "morphology"), [(2.0, GRAIN_MORPHOLOGIES[0]), (0.5, GRAIN_MORPHOLOGIES[1])])
+def test_scale_matching_recovers_a_known_zoom(factor: float, morphology: GrainMorphology) -> None:
+    def render(seed: int, i: int) -> tuple[np.ndarray, np.ndarray]:
+        micrograph = render_grain_micrograph(np.random.default_rng([seed, i]), (128, 128), morphology)
+        return micrograph.image, micrograph.boundaries.astype(np.uint8)
+
+    synthetic = [render(0, i)[0] for i in range(12)]
+    targets = [rescale_sample(*render(1, i), factor, 128)[0] for i in range(12)]
+    assert scale_factor(synthetic, targets) == pytest.approx(factor, rel=0.15)
+
+
+def test_scale_and_calibration_options_adapt_the_generator(target_folder: Path) -> None:
+    dm = SyntheticGrainBoundaries(
+        train_size=4, val_size=2, image_size=32, target_root=str(target_folder), match_target_scale=True,
+        calibrate_imaging=True,
+    )  # fmt: skip
+    dm.setup("fit")
+    assert dm.target_scale != 1.0 and dm.calibrated_imaging is not None
+    sample = dm.val_dataset[0]  # validation follows the adapted generator
+    assert sample["image"].shape == (1, 32, 32) and sample["mask"].shape == (32, 32)
+
+
+def test_fit_with_target_style_adabn_and_self_training_from_yaml(target_folder: Path, tmp_path: Path) -> None:
+    config = tmp_path / "adapted.yaml"
+    config.write_text(
+        f"""
+trainer:
+  max_epochs: 2
+  accelerator: cpu
+  enable_progress_bar: false
+  enable_model_summary: false
+  callbacks:
+    - class_path: smalldata_pl.callbacks.AdaptiveBatchNorm
+      init_args: {{target_root: {target_folder}, batch_size: 3}}
+    - class_path: smalldata_pl.callbacks.SelfTraining
+      init_args: {{start_epoch: 1, every_n_epochs: 1, threshold: 0.5, repeats: 2}}  # the data's targets
+model:
+  class_path: smalldata_pl.tasks.MicrographSegmenter
+  init_args: {{backbone: test_resnet, boundary_class: 1}}
+data:
+  class_path: smalldata_pl.datamodules.SyntheticGrainBoundaries
+  init_args:
+    train_size: 8
+    val_size: 4
+    image_size: 32
+    batch_size: 4
+    in_chans: 3
+    target_root: {target_folder}
+    target_style: histogram
+"""
+    )
+    main(["fit", "-c", str(config)])
+    (run,) = sorted((tmp_path / "lightning_logs").rglob("events.out.tfevents.*"))
+    scalars = tensorboard_scalars(run.parent)
+    assert len(scalars["self_training/kept_fraction"]) == 2  # refreshed after epochs 0 and 1
+    assert all(0.0 <= v <= 1.0 for v in scalars["self_training/kept_fraction"])
+    (adapted,) = list((tmp_path / "lightning_logs").rglob("adabn.ckpt"))
+    state = torch.load(adapted, map_location="cpu", weights_only=False)["state_dict"]
+    assert any(key.endswith("running_mean") for key in state)

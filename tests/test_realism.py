@@ -1,0 +1,181 @@
+"""Realistic grain specimens (curved boundaries, log-normal sizes, artefacts outside the mask) and their realism score."""
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import write_image
+
+from smalldata_pl.cli import main
+from smalldata_pl.datamodules import SyntheticGrainBoundaries
+from smalldata_pl.evaluation.realism import real_images, realism_score
+from smalldata_pl.generators import (
+    GRAIN_MORPHOLOGIES,
+    IMAGING_PRESETS,
+    GrainMorphology,
+    render_grain_micrograph,
+    render_specimen,
+    resolve_style,
+)
+from smalldata_pl.generators.renderers import GrainBoundaryRenderer
+
+CLEAN = IMAGING_PRESETS["clean"]
+MORPHOLOGY = GrainMorphology("x", grain_size=0.2, size_jitter=0.0)
+# The realistic look without per-sample jitter or artefacts, so one effect at a time can be switched on.
+QUIET = {"preset": "realistic", "randomize": 0.0, "scratches": 0, "etch_pits": 0, "pores": 0, "inclusions": 0}
+
+
+@pytest.mark.parametrize("artefact", ["scratches", "etch_pits", "pores", "inclusions"])
+def test_each_artefact_darkens_the_image_but_never_enters_the_mask(artefact: str):
+    def render(count: float):
+        style = resolve_style({**QUIET, artefact: count})
+        return render_specimen(np.random.default_rng(4), (96, 96), MORPHOLOGY, style, CLEAN)
+
+    plain, marked = render(0), render({"scratches": 6, "etch_pits": 300, "pores": 40, "inclusions": 60}[artefact])
+    footprint = marked.artefacts[artefact]
+    assert footprint.any() and not plain.artefacts[artefact].any()
+    assert np.array_equal(plain.boundaries, marked.boundaries)  # the label is untouched
+    assert np.array_equal(plain.instances, marked.instances)
+    darker = plain.image[footprint] - marked.image[footprint]
+    assert darker.mean() > 0.04 and (darker >= -1e-6).all()
+    assert np.allclose(plain.image[~footprint], marked.image[~footprint], atol=0.03)  # nothing else changed
+    if artefact == "scratches":  # long thin lines: a footprint much longer than wide
+        assert footprint.sum() > 60 and footprint.mean() < 0.25
+
+
+def _straightness_residual(instances: np.ndarray) -> float:
+    """Median RMS distance of each grain pair's shared boundary pixels from their best-fitting straight line."""
+    right = np.stack([instances[:, :-1].ravel(), instances[:, 1:].ravel()], 1)
+    down = np.stack([instances[:-1, :].ravel(), instances[1:, :].ravel()], 1)
+    rows, cols = np.mgrid[0 : instances.shape[0], 0 : instances.shape[1]]
+    points = np.concatenate(
+        [
+            np.stack([rows[:, :-1].ravel(), cols[:, :-1].ravel() + 0.5], 1),
+            np.stack([rows[:-1].ravel() + 0.5, cols[:-1].ravel()], 1),
+        ]
+    )
+    pairs = np.sort(np.concatenate([right, down]), axis=1)
+    differ = pairs[:, 0] != pairs[:, 1]
+    pairs, points = pairs[differ], points[differ]
+    residuals = []
+    for pair in np.unique(pairs, axis=0):
+        edge = points[(pairs == pair).all(axis=1)]
+        if len(edge) >= 12:
+            centred = edge - edge.mean(axis=0)
+            residuals.append(np.sqrt(np.linalg.eigvalsh(centred.T @ centred / len(edge))[0]))
+    return float(np.median(residuals))
+
+
+def test_realistic_boundaries_are_curved_and_grain_sizes_spread_log_normally():
+    shape, morphology = (160, 160), GrainMorphology("x", grain_size=0.12, size_jitter=0.0)
+    flat = [render_grain_micrograph(np.random.default_rng(i), shape, morphology, CLEAN) for i in range(2)]
+    real = [render_specimen(np.random.default_rng(i), shape, morphology, resolve_style(QUIET), CLEAN) for i in range(2)]
+    flat_bend = np.mean([_straightness_residual(m.instances) for m in flat])
+    real_bend = np.mean([_straightness_residual(m.instances) for m in real])
+    assert flat_bend < 0.5 and real_bend > 2.5 * flat_bend  # Voronoi edges are straight to the pixel, these bend
+
+    def log_area_spread(micrographs) -> float:
+        return float(np.std(np.log(np.concatenate([m.grain_areas[m.grain_areas > 0] for m in micrographs]))))
+
+    assert log_area_spread(real) > 1.3 * log_area_spread(flat)
+
+
+def test_twins_are_drawn_inside_grains_and_are_not_boundary():
+    style = resolve_style({**QUIET, "twin_probability": 1.0})
+    micrograph = render_specimen(np.random.default_rng(1), (96, 96), MORPHOLOGY, style, CLEAN)
+    assert micrograph.twins.any()
+    untwinned = render_specimen(np.random.default_rng(1), (96, 96), MORPHOLOGY, resolve_style(QUIET), CLEAN)
+    assert np.array_equal(micrograph.boundaries, untwinned.boundaries)
+
+
+def test_specimens_are_a_pure_function_of_the_seed_and_flat_is_todays_look():
+    renderer = GrainBoundaryRenderer(64, "optical", 2, resolve_style("realistic"))
+    first, again, other = (renderer(np.random.default_rng(s), 0) for s in ([0, 5], [0, 5], [0, 6]))
+    assert np.array_equal(first[0], again[0]) and np.array_equal(first[1], again[1])
+    assert not np.array_equal(first[0], other[0])
+    flat_image, _ = GrainBoundaryRenderer(64, "optical", 1)(np.random.default_rng(3), 0)
+    today = render_grain_micrograph(
+        np.random.default_rng(3), (64, 64), GRAIN_MORPHOLOGIES[0], IMAGING_PRESETS["optical"]
+    )
+    assert np.array_equal(flat_image, today.image)
+
+
+def test_datamodule_style_option_gives_colour_or_grey_and_rejects_unknown_styles():
+    colour = SyntheticGrainBoundaries(train_size=2, val_size=2, image_size=32, style="tint_etched", in_chans=3)
+    colour.setup("fit")
+    sample = colour.train_dataset[0]
+    assert sample["image"].shape == (3, 32, 32) and set(torch.unique(sample["mask"]).tolist()) <= {0, 1}
+    assert not torch.allclose(sample["image"][0], sample["image"][2])  # tinted, not grey replicated
+    grey = SyntheticGrainBoundaries(train_size=2, val_size=2, image_size=32, style={"preset": "tint_etched"})
+    grey.setup("fit")
+    assert grey.train_dataset[0]["image"].shape == (1, 32, 32)
+    assert resolve_style({"preset": "realistic", "scratches": 0, "groove_width": [1, 3]}).groove_width == (1.0, 3.0)
+    with pytest.raises(ValueError, match="unknown grain style 'shiny'"):
+        SyntheticGrainBoundaries(style="shiny")
+    with pytest.raises(ValueError, match="unknown grain style option"):
+        resolve_style({"preset": "flat", "scratchez": 2})
+
+
+def _write_real(root: Path, groups: int = 3, per_group: int = 2) -> Path:
+    """'Real' images: colour-etched specimens from a style the scored generator does not use."""
+    renderer = GrainBoundaryRenderer(64, "optical", 1, resolve_style("tint_etched"))
+    rows = []
+    for index in range(groups * per_group):
+        image, _ = renderer(np.random.default_rng([99, index]), index)
+        name = f"images/{index}.png"
+        write_image(root / name, (image * 255).astype(np.uint8))
+        rows.append({"image": name, "group": f"specimen{index // per_group}"})
+    with (root / "manifest.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["image", "group"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return root
+
+
+def test_realism_cli_tells_a_different_style_apart_and_keeps_groups_whole(tmp_path: Path):
+    real = _write_real(tmp_path / "real")
+    args = ["realism", "--real", str(real), "--size", "48", "--channels", "3", "--bootstrap", "50"]
+    main([*args, "--style", "flat", "--imaging", "clean,optical", "--out", "scores.json"])
+    written = json.loads(Path("scores.json").read_text())
+    assert [s["setting"] for s in written["settings"]] == ["flat/clean", "flat/optical"]
+    for score in written["settings"]:
+        assert {"accuracy", "low", "high", "real_images", "real_groups", "synthetic_images", "folds"} <= set(score)
+        assert score["accuracy"] >= 0.85  # grey flat grains against colour-etched ones: easy to tell apart
+        assert set(score["families"]) == {"intensity", "edges", "glcm", "lbp", "spectrum"}
+        assert score["low"] <= score["accuracy"] <= score["high"]
+        assert (score["real_images"], score["real_groups"], score["synthetic_images"]) == (12, 3, 12)
+        held_out = [g for fold in score["held_out_groups"] for g in fold]
+        assert sorted(held_out) == ["specimen0", "specimen1", "specimen2"]  # each group in exactly one test fold
+    config = tmp_path / "generator.yaml"
+    config.write_text(
+        "data:\n  class_path: smalldata_pl.datamodules.SyntheticGrainBoundaries\n"
+        "  init_args: {style: tint_etched, imaging: clean}\n"
+    )
+    main([*args, "--generator_config", str(config), "--out", "config.json"])
+    assert [s["setting"] for s in json.loads(Path("config.json").read_text())["settings"]] == ["generator"]
+
+
+def test_group_split_never_puts_one_group_on_both_sides():
+    rng = np.random.default_rng(0)
+    groups = [f"g{i // 4}" for i in range(24)]  # 6 specimens, 4 crops each
+    real, synthetic = {"a": rng.normal(size=(24, 5))}, {"a": rng.normal(size=(24, 5))}
+    score = realism_score(real, groups, synthetic, folds=3, bootstrap=20)
+    held_out = [set(fold) for fold in score["held_out_groups"]]
+    assert all(not a & b for i, a in enumerate(held_out) for b in held_out[i + 1 :])
+    assert set().union(*held_out) == set(groups)
+    assert 0.0 <= score["accuracy"] <= 1.0 and not math.isnan(score["low"])
+
+
+def test_real_images_of_a_plain_folder_are_one_group_per_file(tmp_path: Path):
+    for name in ("a.png", "sub/b.png"):
+        write_image(tmp_path / "plain" / name, np.zeros((8, 8), np.uint8))
+    assert [group for _, group in real_images(tmp_path / "plain")] == ["a.png", "sub/b.png"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no images"):
+        real_images(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="not found"):
+        real_images(tmp_path / "missing")
