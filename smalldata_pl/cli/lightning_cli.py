@@ -23,9 +23,12 @@ The framework's own commands (run `smalldata COMMAND --help`):
   export      a trained checkpoint as ONNX or TorchScript with its preprocessing embedded
   cv          every cross-validation fold with a fresh model, plus a mean +- std summary
   cv-report   aggregate fold runs that ran as separate jobs
+  nested-cv   choose among candidate recipes on inner folds; report the chosen one's outer score
+  measure     grain statistics (count, area, Heyn intercept, ASTM G) and phase fractions from label masks
   audit       find the same micrograph (flipped, rotated, cropped, re-exposed) across train/validation
   augment     write augmented copies plus a manifest that keeps each copy's group
   synth       write procedural micrographs with labels in the real-data layout
+  realism     score generator settings: can a classifier tell their images from real ones?
   export-encoder  save a checkpoint's backbone as a weights file for `pretrained:`
   lr-find     LR range test that keeps the per-group ratios of the unfreezing plan
   study       learning curves: score vs labelled images per class for several strategies

@@ -16,6 +16,9 @@ from smalldata_pl.cli.export import export_command
 from smalldata_pl.cli.export_encoder import export_encoder_command
 from smalldata_pl.cli.lightning_cli import SmallDataCLI
 from smalldata_pl.cli.lr_find import lr_find_command
+from smalldata_pl.cli.measure import measure_command
+from smalldata_pl.cli.nested_cv import nested_cv_command
+from smalldata_pl.cli.realism import realism_command
 from smalldata_pl.cli.study import study_command
 from smalldata_pl.cli.synth import synth_command
 
@@ -25,12 +28,15 @@ COMMANDS: dict[str, Callable[[Sequence[str]], object]] = {
     "export": export_command,
     "cv": cv_command,
     "cv-report": cv_report_command,
+    "nested-cv": nested_cv_command,
     "audit": audit_command,
     "augment": augment_command,
     "synth": synth_command,
     "export-encoder": export_encoder_command,
     "lr-find": lr_find_command,
     "study": study_command,
+    "realism": realism_command,
+    "measure": measure_command,
 }
 
 
