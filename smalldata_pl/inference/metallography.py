@@ -1,9 +1,10 @@
 """Quantitative metallography of label masks: grains, Heyn intercepts, ASTM E112 G, phase fractions, particles.
 
-Pure numpy/scipy/scikit-image (no torch), so benchmarks and notebooks can score masks from any source. The
-boundary score follows issue 15: both masks thinned to one-pixel skeletons, precision the share of predicted
-skeleton pixels within ``tolerance`` px of a true one, recall the converse, counts summed over images; grain size
-the Heyn mean linear intercept on every ``line_spacing``-th row and column of the skeleton.
+Numpy/scipy/scikit-image on arrays, so benchmarks and notebooks can score masks from any source; the match counts
+come from the segmenter's own metric, so a benchmark and ``val/boundary_f1`` agree. The boundary score: both masks
+thinned to one-pixel skeletons, precision the share of predicted skeleton pixels within ``tolerance`` px of a true
+one, recall the converse, counts summed over images; grain size the Heyn mean linear intercept on every
+``line_spacing``-th row and column of the skeleton.
 """
 
 import math
@@ -11,10 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.ndimage import distance_transform_edt
 from skimage.measure import label, regionprops
 from skimage.morphology import skeletonize
 from skimage.segmentation import expand_labels
+
+from smalldata_pl.models.metrics import skeleton_matches
 
 LINE_SPACING = 8
 TOLERANCE = 3.0
@@ -227,33 +229,13 @@ class BoundaryScore:
         }
 
 
-def skeleton_matches(predicted: np.ndarray, true: np.ndarray, tolerance: float) -> tuple[int, int, int, int]:
-    """Matched and unmatched predicted skeleton pixels, matched and missed true ones, of two skeletons."""
-    near_true, near_predicted = _within(true, tolerance), _within(predicted, tolerance)
-    matched_predicted = int((predicted & near_true).sum())
-    matched_true = int((true & near_predicted).sum())
-    return (
-        matched_predicted,
-        int(predicted.sum()) - matched_predicted,
-        matched_true,
-        int(true.sum()) - matched_true,
-    )
-
-
-def _within(skeleton: np.ndarray, tolerance: float) -> np.ndarray:
-    # Pixels at most `tolerance` px (Euclidean) from a skeleton pixel; none without one (the transform needs a zero).
-    if not skeleton.any():
-        return np.zeros_like(skeleton, dtype=bool)
-    return distance_transform_edt(~skeleton) <= tolerance
-
-
 def score_boundaries(
     predicted_masks: Sequence[np.ndarray],
     true_masks: Sequence[np.ndarray],
     tolerance: float = TOLERANCE,
     line_spacing: int = LINE_SPACING,
 ) -> BoundaryScore:
-    """Score predicted boundary masks against true ones (nonzero = boundary), as issue 15 defines it.
+    """Score predicted boundary masks against true ones (nonzero = boundary): skeleton F1 and grain-size error.
 
     Both masks of an image are skeletonised; the four match counts are summed over all images before
     precision, recall and F1 are taken, so large images weigh more than a mean of per-image F1s would let them.

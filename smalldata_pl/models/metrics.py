@@ -130,11 +130,15 @@ class BoundaryF1(Metric):
 
 def boundary_counts(prediction: np.ndarray, truth: np.ndarray, tolerance: float) -> tuple[int, int, int, int]:
     """Matched and unmatched predicted skeleton pixels, matched and missed true ones, for two bool masks."""
-    pred_skeleton, true_skeleton = skeletonize(prediction), skeletonize(truth)
-    near_true, near_pred = _within(true_skeleton, tolerance), _within(pred_skeleton, tolerance)
-    tp_precision = int((pred_skeleton & near_true).sum())
-    tp_recall = int((true_skeleton & near_pred).sum())
-    return tp_precision, int(pred_skeleton.sum()) - tp_precision, tp_recall, int(true_skeleton.sum()) - tp_recall
+    return skeleton_matches(skeletonize(prediction), skeletonize(truth), tolerance)
+
+
+def skeleton_matches(predicted: np.ndarray, true: np.ndarray, tolerance: float) -> tuple[int, int, int, int]:
+    """Matched and unmatched predicted skeleton pixels, matched and missed true ones, of two skeletons."""
+    near_true, near_predicted = _within(true, tolerance), _within(predicted, tolerance)
+    matched_predicted = int((predicted & near_true).sum())
+    matched_true = int((true & near_predicted).sum())
+    return matched_predicted, int(predicted.sum()) - matched_predicted, matched_true, int(true.sum()) - matched_true
 
 
 def _within(skeleton: np.ndarray, tolerance: float) -> np.ndarray:
