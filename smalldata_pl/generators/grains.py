@@ -187,6 +187,35 @@ def render_grain_micrograph(
     image = image - boundary_depth * np.exp(-((distance / boundary_width) ** 2))
     particles = boundary_particles_mask(rng, boundaries, boundary_particles, spacing)
     image = np.where(particles, 0.08, image)
+    return imaged_micrograph(image, rng, imaging, instances, boundaries, seeds, count, twins, particles)
+
+
+def imaged_micrograph(
+    image: np.ndarray,
+    rng: np.random.Generator,
+    imaging: ImagingModel | None,
+    instances: np.ndarray,
+    boundaries: np.ndarray,
+    seeds: np.ndarray,
+    count: int,
+    twins: np.ndarray,
+    particles: np.ndarray,
+    artefacts: dict[str, np.ndarray] | None = None,
+) -> GrainMicrograph:
+    """The last step of every grain renderer: the imaging model over the specimen image, plus its labels.
+
+    Args:
+        image: Specimen reflectance in [0, 1] (clipped here), ``(H, W)`` or ``(H, W, 3)``.
+        rng: Random generator of the imaging model's noise.
+        imaging: Imaging model; ``None`` uses the optical-microscope preset.
+        instances: Grain id per pixel.
+        boundaries: Boundary mask.
+        seeds: Seed coordinates.
+        count: Number of grain ids (grains without a pixel keep an area of 0).
+        twins: Twin-band mask.
+        particles: Boundary-particle mask.
+        artefacts: Footprints of unlabelled artefacts (scratches, pits, pores), by kind.
+    """
     image = (imaging or IMAGING_PRESETS["optical"]).apply(np.clip(image, 0.0, 1.0), rng)
     return GrainMicrograph(
         image=image.astype(np.float32),
@@ -197,6 +226,7 @@ def render_grain_micrograph(
         mean_intercept=mean_intercept_length(instances),
         twins=twins,
         particles=particles,
+        artefacts=artefacts if artefacts is not None else {},
     )
 
 

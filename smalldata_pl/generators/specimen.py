@@ -10,12 +10,12 @@ from smalldata_pl.generators.grains import (
     GrainMorphology,
     boundary_particles_mask,
     grain_boundaries,
-    mean_intercept_length,
+    imaged_micrograph,
     render_grain_micrograph,
     tessellate,
     twin_bands,
 )
-from smalldata_pl.generators.imaging import IMAGING_PRESETS, ImagingModel
+from smalldata_pl.generators.imaging import ImagingModel
 from smalldata_pl.generators.seeds import place_seeds
 from smalldata_pl.generators.styles import GrainStyle
 from smalldata_pl.generators.warping import curved_tessellation, smooth_field
@@ -87,17 +87,8 @@ def render_specimen(
         darkening, footprints[name] = draw(artefact_rng, shape, number)
         image = image * (1.0 - darkening)[..., None]
     image = image if style.colour else image[..., 0]
-    image = (imaging or IMAGING_PRESETS["optical"]).apply(np.clip(image, 0.0, 1.0), imaging_rng)
-    return GrainMicrograph(
-        image=image.astype(np.float32),
-        instances=instances,
-        boundaries=boundaries,
-        seeds=seeds,
-        grain_areas=np.bincount(instances.ravel(), minlength=count),
-        mean_intercept=mean_intercept_length(instances),
-        twins=twins,
-        particles=particles,
-        artefacts=footprints,
+    return imaged_micrograph(
+        image, imaging_rng, imaging, instances, boundaries, seeds, count, twins, particles, footprints
     )
 
 
