@@ -1,4 +1,4 @@
-"""Classical baselines on the real TBM grain-boundary tiles, scored as issue 15 defines (skeletons, 3 px).
+"""Classical baselines on the real TBM grain-boundary tiles, scored like the segmenter's boundary F1 (skeletons, 3 px).
 
     python benchmarks/tbm_baselines.py [--root ../shared/data/grain_boundaries_tbm] [--sigma 1 1.5 2]
 

@@ -23,7 +23,7 @@ Configurations (each adaptation alone on the ``base`` style, then all combined):
 
 A model's inference scale is its DataModule's evaluation path (shorter side to ``image_size``; scale matching
 zooms the synthetic samples to the targets' grain size at this scale) or the tiles' native 256 px; probabilities
-are resized back to 256 px. Scores follow issue 15 (:func:`score_boundaries`: skeletons, 3 px, Heyn intercepts).
+are resized back to 256 px. Scores come from :func:`score_boundaries` (skeletons, 3 px, Heyn intercepts).
 Writes ``benchmarks/runs/tbm_sim_to_real/results.json`` (and per-config JSON) and prints a table.
 """
 

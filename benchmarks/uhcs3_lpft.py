@@ -1,6 +1,6 @@
 """LP-FT against the linear probe on the held-out UHCS-3 groups: all images and 5 / 10 per class, CPU wall time.
 
-Protocol (issue 16): train on the training manifest of benchmarks/uhcs3_probe.py (every UHCS-3 image outside the
+Protocol: train on the training manifest of benchmarks/uhcs3_probe.py (every UHCS-3 image outside the
 held-out groups of benchmarks/uhcs3_held_out.csv) with ``num_folds: null``, i.e. no validation and no early
 stopping: the last epoch (with EMA, its averaged weights) is the model, so nothing is chosen on any score. The
 model is then scored once on the 96 held-out micrographs (``test_manifest``, as ``smalldata test`` does).
