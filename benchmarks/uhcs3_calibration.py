@@ -7,13 +7,12 @@ trained on, and nothing the temperature was fitted on, is scored.
     python benchmarks/uhcs3_calibration.py --cv_dir benchmarks/runs/geometry_224
 """
 
-import argparse
 import json
 from pathlib import Path
 
 import numpy as np
 import torch
-from uhcs3_geometry_tta import fold_model_and_batches  # the sibling script: same fold models, same data
+from uhcs3_geometry_tta import fold_arguments, fold_model_and_batches  # the sibling script: same fold models, same data
 
 from smalldata_pl.inference.calibration import calibration_report, fit_temperature
 
@@ -30,11 +29,7 @@ def fold_logits(root: str, image_size: int, cv_dir: Path, fold: int) -> tuple[to
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", default="../shared/data/uhcs3")
-    parser.add_argument("--image_size", type=int, default=224)
-    parser.add_argument("--cv_dir", type=Path, default=Path("benchmarks/runs/geometry_224"))
-    args = parser.parse_args()
+    args = fold_arguments(__doc__)
     rows = []
     per_fold = [fold_logits(args.root, args.image_size, args.cv_dir, fold) for fold in range(5)]
     for fold, (logits, labels, groups) in enumerate(per_fold):

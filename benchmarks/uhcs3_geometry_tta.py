@@ -70,12 +70,17 @@ def fold_accuracy(root: str, image_size: int, cv_dir: Path, fold: int, resize: s
     return correct / total
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def fold_arguments(description: str | None) -> argparse.Namespace:
+    """``--root``, ``--image_size`` and ``--cv_dir`` of the fold models, shared with the calibration script."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", default="../shared/data/uhcs3")
     parser.add_argument("--image_size", type=int, default=224)
     parser.add_argument("--cv_dir", type=Path, default=Path("benchmarks/runs/geometry_224"))
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = fold_arguments(__doc__)
     torch.set_num_threads(2)
     start = time.perf_counter()
     train_folds(args.root, args.image_size, args.cv_dir)

@@ -20,7 +20,7 @@ from smalldata_pl.generators.styles import resolve_style
 from smalldata_pl.io.images import read_image
 from smalldata_pl.transforms.invariances import LabelInvariances
 from smalldata_pl.transforms.pipeline import ImagePipeline, to_channels
-from smalldata_pl.transforms.target_style import TARGET_STYLES, TargetStyle, target_style_transform
+from smalldata_pl.transforms.target_style import TargetStyle, check_target_style, target_style_transform
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +87,7 @@ class ProceduralDataModule(MicrographDataModule):
         super().__init__(class_names, batch_size=batch_size, image_size=image_size, **kwargs)
         if imaging not in IMAGING_PRESETS:
             raise ValueError(f"unknown imaging preset {imaging!r}; choose one of {sorted(IMAGING_PRESETS)}")
-        if target_style not in TARGET_STYLES:
-            raise ValueError(f"unknown target_style {target_style!r}; choose one of {list(TARGET_STYLES)}")
+        check_target_style(target_style)
         adapting = target_style != "none" or calibrate_imaging or match_target_scale
         if adapting and target_root is None and target_manifest is None:
             raise ValueError(

@@ -1,7 +1,7 @@
 """Target-style augmentation: synthetic training images given the look of unlabelled real target images."""
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import albumentations as A
 import numpy as np
@@ -11,7 +11,13 @@ from smalldata_pl.transforms.pipeline import to_channels
 # How synthetic images take the target's style: histogram matching (grey levels and colour per channel), Fourier
 # domain adaptation (the low-frequency amplitude spectrum: illumination, shading, colour cast), or not at all.
 TargetStyle = Literal["none", "histogram", "fda"]
-TARGET_STYLES = ("none", "histogram", "fda")
+TARGET_STYLES: tuple[str, ...] = get_args(TargetStyle)
+
+
+def check_target_style(style: str) -> None:
+    """Raise ``ValueError`` naming the choices if ``style`` is not a target style."""
+    if style not in TARGET_STYLES:
+        raise ValueError(f"unknown target_style {style!r}; choose one of {list(TARGET_STYLES)}")
 
 
 class _PreloadedReferences:
@@ -25,6 +31,10 @@ class _PreloadedReferences:
 
     references: list[np.ndarray]
     metadata_key: str
+
+    def __init__(self, references: Sequence[np.ndarray], **kwargs: Any) -> None:
+        super().__init__(metadata_key="target_references", **kwargs)  # type: ignore[call-arg]
+        self.references = list(references)
 
     @property
     def targets_as_params(self) -> list[str]:
@@ -46,8 +56,7 @@ class TargetHistogramMatching(_PreloadedReferences, A.HistogramMatching):
     def __init__(
         self, references: Sequence[np.ndarray], blend_ratio: tuple[float, float] = (0.5, 1.0), p: float = 0.5
     ) -> None:
-        super().__init__(blend_ratio=blend_ratio, metadata_key="target_references", p=p)
-        self.references = list(references)
+        super().__init__(references, blend_ratio=blend_ratio, p=p)
 
 
 class TargetFDA(_PreloadedReferences, A.FDA):
@@ -62,8 +71,7 @@ class TargetFDA(_PreloadedReferences, A.FDA):
     def __init__(
         self, references: Sequence[np.ndarray], beta_limit: tuple[float, float] = (0.01, 0.1), p: float = 0.5
     ) -> None:
-        super().__init__(beta_limit=beta_limit, metadata_key="target_references", p=p)
-        self.references = list(references)
+        super().__init__(references, beta_limit=beta_limit, p=p)
 
 
 def target_style_transform(
@@ -84,8 +92,7 @@ def target_style_transform(
     Raises:
         ValueError: If ``style`` is unknown or there are no references.
     """
-    if style not in TARGET_STYLES:
-        raise ValueError(f"unknown target_style {style!r}; choose one of {list(TARGET_STYLES)}")
+    check_target_style(style)
     if style == "none":
         return None
     if not references:
