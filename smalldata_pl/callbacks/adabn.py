@@ -156,6 +156,8 @@ class AdaptiveBatchNorm(Callback):
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage not in self.stages:  # a stage it does not adapt needs no target images
+            return
         self.records = target_records_of(trainer, self.target_root, self.target_manifest, self.max_images)
 
     @override

@@ -194,7 +194,8 @@ class LinearProbe(Callback):
             pl_module.backbone,  # type: ignore[arg-type]
             dataset,
             views,
-            _pipeline_key(dataset.pipeline),
+            # The physical-scale step runs in the dataset, before the pipeline: both define a feature.
+            (_pipeline_key(dataset.pipeline), getattr(dataset, "scale", None)),
             [_record_key(r) for r in records],
             self.cache,
             self.batch_size,
@@ -229,10 +230,11 @@ def head_linear(pl_module: LightningModule) -> nn.Linear:
 
 
 def _record_key(record: Any) -> Hashable:
-    """A sample's identity for the cache: file, modification time and tile."""
+    """A sample's identity for the cache: file, modification time, tile and physical scale."""
     path = Path(record.path)
     modified = path.stat().st_mtime_ns if path.exists() else None
-    return (str(path), modified, getattr(record, "tile", None))
+    scale = (getattr(record, "pixel_size", None), getattr(record, "data_bar", 0))
+    return (str(path), modified, getattr(record, "tile", None), scale)
 
 
 def _pipeline_key(pipeline: Any) -> Hashable:

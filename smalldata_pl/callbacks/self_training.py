@@ -82,6 +82,8 @@ class SelfTraining(Callback):
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage != "fit":  # pseudo-labels only join training; validate/test/predict need no target images
+            return
         self.records = target_records_of(trainer, self.target_root, self.target_manifest, self.max_images)
 
     @override

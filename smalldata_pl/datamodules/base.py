@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from smalldata_pl.datasets.sampling import DistributedEpochSampler, EpochSampler
 from smalldata_pl.transforms.augmentation import build_augmentation
-from smalldata_pl.transforms.invariances import LabelInvariances, check_augmentation
+from smalldata_pl.transforms.invariances import LabelInvariances, check_augmentation, leaves
 from smalldata_pl.transforms.pipeline import (
     IGNORE_INDEX,
     IMAGENET_MEAN,
@@ -143,7 +143,7 @@ class MicrographDataModule(LightningDataModule, ABC):
         """
         augment = build_augmentation(spec, self.image_size)
         check_augmentation(augment, self.invariances, type(self).__name__)
-        for transform in _leaves(augment):
+        for transform in leaves(augment) if augment is not None else ():
             if hasattr(transform, "fill_mask"):
                 transform.fill_mask = IGNORE_INDEX
         return augment
@@ -217,12 +217,3 @@ class MicrographDataModule(LightningDataModule, ABC):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self.predict_dataset, "predict")
-
-
-def _leaves(transform: A.BaseCompose | A.BasicTransform | None) -> list[A.BasicTransform]:
-    """Every transform inside (nested) Compose, OneOf, SomeOf … blocks."""
-    if transform is None:
-        return []
-    if isinstance(transform, A.BaseCompose):
-        return [leaf for child in transform.transforms for leaf in _leaves(child)]
-    return [transform]

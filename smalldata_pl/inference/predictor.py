@@ -13,7 +13,7 @@ from smalldata_pl.datasets.folder import tile_origins
 from smalldata_pl.inference.tta import segment, view_logits, views_from_invariances
 from smalldata_pl.io.images import read_image, to_unit_float
 from smalldata_pl.models.gradcam import gradcam
-from smalldata_pl.models.unet import sliding_window, window_starts
+from smalldata_pl.models.unet import sliding_window, window_origins
 from smalldata_pl.tasks.base import TransferModule
 from smalldata_pl.tasks.classification import MicrographClassifier
 from smalldata_pl.tasks.segmentation import MicrographSegmenter
@@ -232,8 +232,7 @@ class Predictor:
         windows = 1
         predict = model.predict_logits
         if tile is not None and max(height, width) > tile:
-            stride = max(1, tile - model.tile_overlap)
-            windows = len(window_starts(height, tile, stride)) * len(window_starts(width, tile, stride))
+            windows = len(window_origins(height, width, tile, model.tile_overlap))
 
             def predict(images: torch.Tensor) -> torch.Tensor:
                 return sliding_window(model, images, tile, model.tile_overlap, self.batch_size)

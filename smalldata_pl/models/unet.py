@@ -72,6 +72,19 @@ def window_starts(length: int, tile: int, stride: int) -> list[int]:
     return [*starts, length - tile]
 
 
+def blend_overlap(tile: int, overlap: int) -> int:
+    """The overlap the windows really use: at most half a tile."""
+    # An overlap of (nearly) the whole tile would move the windows a pixel at a time: hundreds of passes for the
+    # same blend. Half a tile already gives every pixel a window in which it is far from the edge.
+    return min(overlap, tile // 2)
+
+
+def window_origins(height: int, width: int, tile: int, overlap: int) -> list[tuple[int, int]]:
+    """``(top, left)`` of every sliding window over a ``height`` x ``width`` image."""
+    stride = tile - blend_overlap(tile, overlap)
+    return [(top, left) for top in window_starts(height, tile, stride) for left in window_starts(width, tile, stride)]
+
+
 def sliding_window(
     predict: Callable[[torch.Tensor], torch.Tensor],
     image: torch.Tensor,
@@ -94,13 +107,8 @@ def sliding_window(
     count, _, height, width = image.shape
     if height <= tile and width <= tile:
         return predict(image)
-    # An overlap of (nearly) the whole tile would move the windows a pixel at a time: hundreds of passes for the
-    # same blend. Half a tile already gives every pixel a window in which it is far from the edge.
-    overlap = min(overlap, tile // 2)
-    stride = tile - overlap
-    origins = [
-        (top, left) for top in window_starts(height, tile, stride) for left in window_starts(width, tile, stride)
-    ]
+    overlap = blend_overlap(tile, overlap)
+    origins = window_origins(height, width, tile, overlap)
     output: torch.Tensor | None = None
     weight = torch.zeros(1, 1, height, width, device=image.device)
     window = _blend_window(tile, overlap, image.device)

@@ -107,13 +107,14 @@ WHY = {
 }
 
 
-def _leaves(transform: A.BasicTransform) -> Iterator[A.BasicTransform]:
+def leaves(transform: A.BasicTransform) -> Iterator[A.BasicTransform]:
+    """Every transform inside (nested) Compose, OneOf, SomeOf … blocks, or the transform itself."""
     children = getattr(transform, "transforms", None)
     if children is None:
         yield transform
         return
     for child in children:
-        yield from _leaves(child)
+        yield from leaves(child)
 
 
 def check_augmentation(transform: A.BasicTransform | None, invariances: LabelInvariances, dataset: str) -> None:
@@ -124,7 +125,7 @@ def check_augmentation(transform: A.BasicTransform | None, invariances: LabelInv
     """
     if transform is None:
         return
-    for leaf in _leaves(transform):
+    for leaf in leaves(transform):
         name = type(leaf).__name__
         for rule_name, invariance, applies in RULES:
             if name == rule_name and not getattr(invariances, invariance) and applies(leaf):
