@@ -26,6 +26,7 @@ points, so every point's wall time is what it costs on its own.
 """
 
 import argparse
+import dataclasses
 import json
 import statistics
 import time
@@ -37,13 +38,14 @@ import torch
 import yaml
 
 from smalldata_pl.cli import SmallDataCLI
+from smalldata_pl.datamodules import UHCS3
 from smalldata_pl.datasets.uhcs3 import UHCS3_CLASSES
 
 HERE = Path(__file__).resolve().parent
 CONFIGS = HERE.parent / "configs"
 MANIFESTS = HERE / "runs" / "probe"
 OUT = HERE / "runs" / "lpft"
-UHCS3_INVARIANCES = {"rotation": True, "mirror": True, "scale": True, "intensity": True, "colour": False}
+UHCS3_INVARIANCES = dataclasses.asdict(UHCS3.invariances)
 
 
 def _callback(config: dict, name: str) -> dict:
