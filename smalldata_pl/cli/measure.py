@@ -51,7 +51,7 @@ def measure_command(argv: Sequence[str]) -> Path:
         MeasureOptions,
         ["masks"],
     )
-    o = parse_options(parser, MeasureOptions, [_underscored(arg) for arg in argv])
+    o = parse_options(parser, MeasureOptions, argv)
     out = Path(o.out)
     summary = measure_masks(
         expand_inputs(o.masks),
@@ -66,13 +66,3 @@ def measure_command(argv: Sequence[str]) -> Path:
     )
     print(summary)
     return out
-
-
-def _underscored(arg: str) -> str:
-    # `--pixel-size` as the issue spells it is `--pixel_size` to jsonargparse, like every other command's options.
-    if arg.startswith("--") and "=" not in arg:
-        return "--" + arg[2:].replace("-", "_")
-    if arg.startswith("--"):
-        name, value = arg.split("=", 1)
-        return "--" + name[2:].replace("-", "_") + "=" + value
-    return arg

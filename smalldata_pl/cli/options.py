@@ -35,8 +35,22 @@ def command_parser(prog: str, description: str, options: type, positional: Seque
 
 def parse_options(parser: ArgumentParser, options: type, argv: Sequence[str]) -> Any:
     """Parse ``argv`` into an instance of the ``options`` dataclass."""
-    config = parser.parse_args(bare_switches(argv, options))
+    config = parser.parse_args(bare_switches(underscored_names(argv, options), options))
     return options(**{k: v for k, v in vars(config).items() if k != "config"})
+
+
+def underscored_names(argv: Sequence[str], options: type) -> list[str]:
+    """``--pixel-size`` (or ``--pixel-size=0.5``) becomes ``--pixel_size`` for the fields of ``options``.
+
+    jsonargparse spells options as their field names; people also type them with dashes.
+    """
+    fields = {f.name for f in dataclasses.fields(options)}
+    out: list[str] = []
+    for arg in argv:
+        name, sep, value = arg.partition("=")
+        underscored = name[2:].replace("-", "_")
+        out.append(f"--{underscored}{sep}{value}" if name.startswith("--") and underscored in fields else arg)
+    return out
 
 
 BOOLEAN_WORDS = {"true", "false", "yes", "no", "1", "0"}
