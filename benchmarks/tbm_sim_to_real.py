@@ -50,6 +50,7 @@ from smalldata_pl.callbacks.adabn import adapt_batch_norm
 from smalldata_pl.datamodules import SegmentationFolder, SyntheticGrainBoundaries
 from smalldata_pl.datasets.folder import MicrographFolderDataset, Record
 from smalldata_pl.inference.metallography import score_boundaries
+from smalldata_pl.io.images import read_image
 from smalldata_pl.tasks import MicrographSegmenter
 from smalldata_pl.transforms.pipeline import ImagePipeline, normalization_stats
 
@@ -77,7 +78,7 @@ CONFIGS = ("flat", "realistic", "tint_etched", "real_labels", *ADAPTATIONS)
 class Tile:
     group: str
     path: Path
-    image: np.ndarray  # as read, RGB uint8
+    image: np.ndarray  # float RGB in [0, 1], as every training image
     mask: np.ndarray  # boolean boundary
 
 
@@ -98,7 +99,9 @@ def read_tiles(root: Path) -> list[Tile]:
     tiles = []
     with (root / "manifest.csv").open(newline="") as handle:
         for row in csv.DictReader(handle):
-            image = np.asarray(Image.open(root / row["image"]).convert("RGB"))
+            # The framework's reader: float in [0, 1] like the training images (raw uint8 would reach the network
+            # 255x too bright through the [0, 1]-normalising pipeline).
+            image = read_image(root / row["image"])
             tiles.append(
                 Tile(row["group"], root / row["image"], image, np.asarray(Image.open(root / row["mask"])) == 1)
             )
