@@ -173,6 +173,34 @@ def test_synth_reads_its_options_from_yaml_and_prints_them(tmp_path, capsys):
     assert len(sorted((tmp_path / "again").rglob("*.png"))) == 2
 
 
+def test_list_options_take_their_items_one_by_one_in_every_command():
+    from smalldata_pl.cli.measure import MeasureOptions
+    from smalldata_pl.cli.nested_cv import NestedCrossValidationOptions
+    from smalldata_pl.cli.options import command_parser, parse_options, spelled_out
+
+    parser = command_parser("smalldata measure", "", MeasureOptions, ["masks"])
+
+    def measured(*argv: str) -> tuple[list[str], list[str] | None]:
+        options = parse_options(parser, MeasureOptions, argv)
+        return options.masks, options.class_names
+
+    assert measured("m.png", "--class-names", "a", "b") == (["m.png"], ["a", "b"])
+    assert measured("--class_names", "[a,b]", "m.png") == (["m.png"], ["a", "b"])  # a list as one value
+    assert measured("--class_names", "null", "m.png") == (["m.png"], None)
+    assert measured("m.png", "--class_names=[a]") == (["m.png"], ["a"])
+    # Training commands spell their own options out the same way; the `fit` options pass unchanged.
+    argv = ["--inner-folds", "2", "--reference", "--candidates", "a.yaml", "b.yaml", "--trainer.max_epochs", "1"]
+    assert spelled_out(argv, NestedCrossValidationOptions) == [
+        "--inner_folds",
+        "2",
+        "--reference",
+        "true",
+        '--candidates=["a.yaml", "b.yaml"]',
+        "--trainer.max_epochs",
+        "1",
+    ]
+
+
 def test_cv_takes_its_own_options_from_a_second_yaml(tmp_path, grouped_manifest, capsys):
     config = write_manifest_config(
         tmp_path / "cv.yaml", grouped_manifest, max_epochs=1, num_folds=2, leakage_check='"off"'

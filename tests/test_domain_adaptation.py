@@ -1,6 +1,8 @@
 """Domain adaptation to unlabelled target images: style, AdaBN, self-training, imaging calibration, scale."""
 
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -8,14 +10,18 @@ import torch
 from conftest import tensorboard_scalars, write_image
 from torch import nn
 
-from smalldata_pl.callbacks import adapt_batch_norm
+from smalldata_pl.callbacks import SelfTraining, adapt_batch_norm
+from smalldata_pl.callbacks.adabn import adapt_to_targets, batch_norm_layers
 from smalldata_pl.cli.main import main
-from smalldata_pl.datamodules import SyntheticGrainBoundaries
+from smalldata_pl.datamodules import SegmentationFolder, SyntheticGrainBoundaries
+from smalldata_pl.datamodules.base import MicrographDataModule
 from smalldata_pl.datasets.pseudo_labels import ConcatSamples, PseudoLabelDataset, confident_labels, target_records
 from smalldata_pl.generators.calibration import calibrate_imaging, rescale_sample, scale_factor
 from smalldata_pl.generators.grains import GRAIN_MORPHOLOGIES, GrainMorphology, render_grain_micrograph
 from smalldata_pl.generators.imaging import IMAGING_PRESETS, ImagingModel
 from smalldata_pl.generators.renderers import GrainBoundaryRenderer
+from smalldata_pl.tasks import MicrographSegmenter
+from smalldata_pl.transforms.invariances import leaves
 from smalldata_pl.transforms.pipeline import IGNORE_INDEX, ImagePipeline
 from smalldata_pl.transforms.target_style import TargetFDA, TargetHistogramMatching
 
@@ -110,6 +116,58 @@ def test_pseudo_labels_keep_only_confident_pixels(target_folder: Path) -> None:
     assert len(mixed) == 4 and mixed[(3, 2)]["group"] == records[0].group
     assert set(mixed[(0, 0)]["mask"].unique().tolist()) == {IGNORE_INDEX}
     assert set(mixed[(0, 3)]["mask"].unique().tolist()) == {1}
+
+
+class PlainData(MicrographDataModule):
+    def setup(self, stage: str) -> None:
+        pass
+
+
+def test_target_pipeline_trains_on_targets_without_styling(target_folder: Path) -> None:
+    plain = PlainData(["a", "b"], image_size=16).target_pipeline()
+    assert plain.augment is None
+    assert plain(np.zeros((20, 30)))["image"].shape == (1, 16, 16)  # a training pipeline: square outputs
+    procedural = SyntheticGrainBoundaries(
+        image_size=32, augmentation="micrograph", target_root=str(target_folder), target_style="histogram"
+    ).target_pipeline()
+    assert procedural.augment is not None
+    transforms = {type(t) for t in leaves(procedural.augment)}
+    assert transforms and TargetHistogramMatching not in transforms  # its augmentation, not the targets' style
+
+
+def test_segmentation_folder_crops_pseudo_labelled_targets_like_its_training_images(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    rows = ["image,mask,group"]
+    for i in range(2):
+        mask = (rng.random((40, 48)) > 0.5).astype(np.uint8)
+        write_image(tmp_path / f"i{i}.png", (mask * 200 + 20).astype(np.uint8))
+        write_image(tmp_path / f"m{i}.png", mask)
+        rows.append(f"i{i}.png,m{i}.png,g{i}")
+    (tmp_path / "manifest.csv").write_text("\n".join(rows) + "\n")
+    data = SegmentationFolder(tmp_path, ["a", "b"], crop_size=16, num_folds=None, augmentation="micrograph")
+    pipeline = data.target_pipeline()
+    target = write_image(tmp_path / "target.png", (rng.random((30, 36)) * 255).astype(np.uint8))
+    pseudo = PseudoLabelDataset([target], [np.full((30, 36), 1, dtype=np.int16)], pipeline)
+    sample = pseudo[0]
+    assert sample["image"].shape == (1, 16, 16) and set(sample["mask"].unique().tolist()) == {1}
+
+
+def test_self_training_adabn_predicts_with_target_statistics_then_restores_them(target_folder: Path) -> None:
+    torch.manual_seed(0)
+    model = MicrographSegmenter("test_resnet", num_classes=2, in_chans=3)
+    trainer: Any = SimpleNamespace(datamodule=SyntheticGrainBoundaries(image_size=32, in_chans=3))
+    records = target_records(target_folder)
+    before = [{k: v.clone() for k, v in layer.state_dict().items()} for layer in batch_norm_layers(model)]
+    plain, adapted = SelfTraining(threshold=0.5), SelfTraining(threshold=0.5, adapt_batch_norm=True)
+    plain.records = adapted.records = records
+    masks = [callback.pseudo_labels(trainer, model) for callback in (plain, adapted)]
+    assert any(not torch.equal(a, b) for a, b in zip(*masks, strict=True))  # the target statistics were used
+    for layer, state in zip(batch_norm_layers(model), before, strict=True):
+        assert all(torch.equal(value, state[key]) for key, value in layer.state_dict().items())
+    # Six 32 px targets: batches of the given size; without a size, one image at a time.
+    assert adapt_to_targets(trainer, model, records, image_size=None, batch_size=4) == 2
+    no_data: Any = SimpleNamespace(datamodule=None)  # the model's in_chans and ImageNet statistics, no size
+    assert adapt_to_targets(no_data, model, records, image_size=None, batch_size=4) == 6
 
 
 def test_calibration_recovers_noise_and_blur_of_targets() -> None:

@@ -2,6 +2,7 @@
 
 import csv
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from smalldata_pl.datasets.folder import MicrographFolderDataset, Record
 from smalldata_pl.datasets.segmentation import MaskRecord
 from smalldata_pl.evaluation.cross_validation import _mask_name
 from smalldata_pl.io.output_folder import prepare_output
-from smalldata_pl.io.tables import write_csv
+from smalldata_pl.io.tables import write_csv, write_json
 from smalldata_pl.tasks import MicrographClassifier, MicrographSegmenter
 
 
@@ -148,6 +149,17 @@ def test_a_failure_while_writing_a_csv_leaves_the_old_file_intact(tmp_path, monk
     assert [p.name for p in tmp_path.iterdir()] == ["predictions.csv"]  # no temporary file left behind
 
 
+def test_a_json_report_is_written_whole_or_not_at_all(tmp_path):
+    path = tmp_path / "report.json"
+    write_json(path, {"accuracy": 0.5})
+    before = path.read_bytes()
+    assert before.endswith(b"\n") and json.loads(before) == {"accuracy": 0.5}
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        write_json(path, {"accuracy": 0.75, "model": object()})
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"]  # no temporary file left behind
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="file names are bytes only on Linux file systems")
 def test_predict_survives_file_names_that_are_not_utf8(tmp_path):
     rng = np.random.default_rng(0)
@@ -260,6 +272,14 @@ def test_cv_mask_names_keep_the_stem_and_disambiguate_a_clash_by_path(tmp_path):
     assert _mask_name("b/img.png", tmp_path) == _mask_name("b/img.png", tmp_path)  # stable
     (tmp_path / f"img-{_digest('b/img.png')}.png").touch()  # the same path twice: a counter follows
     assert _mask_name("b/img.png", tmp_path) == f"img-{_digest('b/img.png')}-1.png"
+
+
+def test_run_output_names_live_in_io_and_stay_importable_from_the_callbacks():
+    from smalldata_pl.callbacks import hparams, writers
+    from smalldata_pl.io import output_folder
+
+    assert writers.mask_file_name is output_folder.mask_file_name
+    assert hparams.SETTINGS_FILE == output_folder.SETTINGS_FILE == "settings.json"
 
 
 def test_merging_no_shards_writes_nothing(tmp_path):

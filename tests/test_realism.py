@@ -179,3 +179,14 @@ def test_real_images_of_a_plain_folder_are_one_group_per_file(tmp_path: Path):
         real_images(tmp_path / "empty")
     with pytest.raises(FileNotFoundError, match="not found"):
         real_images(tmp_path / "missing")
+
+
+def test_real_images_of_a_manifest_keep_its_groups_like_every_manifest_of_the_framework(tmp_path: Path):
+    for name in ("a.png", "b.png"):
+        write_image(tmp_path / name, np.zeros((8, 8), np.uint8))
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_bytes(b"\xef\xbb\xbfimage , group\na.png, s1\nb.png,\n")  # Excel's BOM, padded cells
+    assert real_images(tmp_path) == [(tmp_path / "a.png", "s1"), (tmp_path / "b.png", "b.png")]
+    manifest.write_text("path,group\na.png,s1\n")
+    with pytest.raises(ValueError, match="needs an 'image' \\(or 'file'\\) column"):
+        real_images(manifest)

@@ -99,6 +99,27 @@ def target_pipeline(
     return ImagePipeline(in_chans, size, None, mean, std, resize="shortest_side", train=size is not None), size
 
 
+def adapt_to_targets(
+    trainer: Trainer, pl_module: LightningModule, records: Sequence[Record], image_size: int | None, batch_size: int
+) -> int:
+    """AdaBN of ``pl_module`` on the target images ``records``, prepared by :func:`target_pipeline`.
+
+    Args:
+        trainer: The run's Trainer (its DataModule gives channels, normalisation and the default size).
+        pl_module: The model adapted in place.
+        records: The target images.
+        image_size: Shorter side the images are scaled to; ``None``: the DataModule's.
+        batch_size: Images per forward pass when a size is known; without one, images go one at a time.
+
+    Returns:
+        The number of batches forwarded.
+    """
+    pipeline, size = target_pipeline(trainer, pl_module, image_size)
+    # Whole images of unequal sizes do not stack into batches.
+    loader = DataLoader(MicrographFolderDataset(records, pipeline), batch_size=batch_size if size else 1)
+    return adapt_batch_norm(pl_module, (batch["image"] for batch in loader))
+
+
 class AdaptiveBatchNorm(Callback):
     """Re-estimates BatchNorm statistics on unlabelled target images before evaluation or after training.
 
@@ -147,10 +168,7 @@ class AdaptiveBatchNorm(Callback):
 
     def adapt(self, trainer: Trainer, pl_module: LightningModule) -> int:
         """Adapt ``pl_module``'s BatchNorm layers to the target images; returns the batches used."""
-        pipeline, size = target_pipeline(trainer, pl_module, self.image_size)
-        # Whole images of unequal sizes do not stack into batches.
-        loader = DataLoader(MicrographFolderDataset(self.records, pipeline), batch_size=self.batch_size if size else 1)
-        count = adapt_batch_norm(pl_module, (batch["image"] for batch in loader))
+        count = adapt_to_targets(trainer, pl_module, self.records, self.image_size, self.batch_size)
         log.info("AdaBN: BatchNorm statistics re-estimated on %d target images", len(self.records))
         return count
 

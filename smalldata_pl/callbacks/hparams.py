@@ -1,6 +1,5 @@
 """The TensorBoard HParams tab: each run's settings beside its final metrics, so runs compare at a glance."""
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -10,8 +9,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from typing_extensions import override
 
-# Written next to the TensorBoard events; `cv` reads fold 0's to label its summary with the same settings.
-SETTINGS_FILE = "settings.json"
+from smalldata_pl.io.output_folder import SETTINGS_FILE  # also re-exported: its home was this module
+from smalldata_pl.io.tables import write_json
 
 
 def comparable_settings(model: Any, datamodule: Any, trainer: Any) -> dict[str, Any]:
@@ -41,8 +40,7 @@ class HParamsSummary(Callback):
         metrics = _final_metrics(trainer.callback_metrics)
         settings = comparable_settings(pl_module, trainer.datamodule, trainer)  # type: ignore[attr-defined]
         logger.log_hyperparams(settings, metrics)
-        Path(logger.log_dir).mkdir(parents=True, exist_ok=True)
-        (Path(logger.log_dir) / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")
+        write_json(Path(logger.log_dir) / SETTINGS_FILE, settings)
 
 
 def _final_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:

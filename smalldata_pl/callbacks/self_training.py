@@ -7,13 +7,12 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from typing_extensions import override
 
-from smalldata_pl.callbacks.adabn import adapt_batch_norm, batch_norm_layers, target_pipeline, target_records_of
+from smalldata_pl.callbacks.adabn import adapt_to_targets, batch_norm_layers, target_records_of
 from smalldata_pl.datamodules.base import MicrographDataModule
-from smalldata_pl.datamodules.procedural import ProceduralDataModule
-from smalldata_pl.datasets.folder import MicrographFolderDataset, Record
+from smalldata_pl.datasets.folder import Record
 from smalldata_pl.datasets.pseudo_labels import ConcatSamples, PseudoLabelDataset, confident_labels
 from smalldata_pl.io.images import read_image
 from smalldata_pl.transforms.pipeline import IGNORE_INDEX
@@ -27,8 +26,9 @@ class SelfTraining(Callback):
     From epoch ``start_epoch`` on, and again every ``every_n_epochs`` epochs, the model (in evaluation mode)
     segments each target image at the evaluation scale; pixels whose top class probability reaches ``threshold``
     keep that class, all others get ``IGNORE_INDEX`` and count in neither loss nor metrics. The pseudo-labelled
-    images, augmented like the synthetic ones, then join the DataModule's training set (``repeats`` copies each)
-    until the next refresh. Validation stays synthetic.
+    images, prepared by the DataModule's ``target_pipeline`` (cropped and augmented like its own training images;
+    a procedural DataModule leaves out its target styling), then join the DataModule's training set (``repeats``
+    copies each) until the next refresh. Validation stays on the source data.
 
     The training loader must be rebuilt to see the new samples, so the callback sets the Trainer's
     ``reload_dataloaders_every_n_epochs`` to 1 when it is 0. Segmentation tasks only (``[B, C, H, W]`` outputs).
@@ -111,13 +111,8 @@ class SelfTraining(Callback):
         masks = self.pseudo_labels(trainer, pl_module)
         labelled = sum(int((m != IGNORE_INDEX).sum()) for m in masks)
         self.kept_fraction = labelled / max(sum(m.numel() for m in masks), 1)
-        pipeline = (
-            datamodule.target_pipeline()
-            if isinstance(datamodule, ProceduralDataModule)
-            else datamodule.pipeline(None, train=True)
-        )
         paths = [r.path for r in self.records]
-        pseudo = PseudoLabelDataset(paths, [m.numpy() for m in masks], pipeline, datamodule.seed)
+        pseudo = PseudoLabelDataset(paths, [m.numpy() for m in masks], datamodule.target_pipeline(), datamodule.seed)
         datamodule.train_dataset = ConcatSamples([self.synthetic, *[pseudo] * self.repeats])
         pl_module.log("self_training/kept_fraction", self.kept_fraction)
         log.info(
@@ -132,9 +127,7 @@ class SelfTraining(Callback):
         """Confident labels of every target image at its own size (``IGNORE_INDEX`` elsewhere)."""
         saved = _batch_norm_state(pl_module) if self.adapt_bn else None
         if saved is not None:
-            bn_pipeline, size = target_pipeline(trainer, pl_module, None)
-            loader = DataLoader(MicrographFolderDataset(self.records, bn_pipeline), batch_size=8 if size else 1)
-            adapt_batch_norm(pl_module, (batch["image"] for batch in loader))
+            adapt_to_targets(trainer, pl_module, self.records, image_size=None, batch_size=8)
         datamodule = getattr(trainer, "datamodule", None)
         assert isinstance(datamodule, MicrographDataModule)
         pipeline = datamodule.pipeline(None)  # the evaluation path: whole image, shorter side to image_size

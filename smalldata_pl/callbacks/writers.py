@@ -1,8 +1,6 @@
 """Prediction writers: class-index mask PNGs for segmenters, a CSV for classifiers."""
 
 import csv
-import hashlib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +9,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from typing_extensions import override
 
 from smalldata_pl.io.images import write_label_image
+from smalldata_pl.io.output_folder import mask_file_name  # also re-exported: its home was this module
 from smalldata_pl.io.tables import write_csv
 
 # Columns of the per-rank shards that restore the dataset order on merging; not part of predictions.csv.
@@ -116,31 +115,6 @@ class PredictionWriter(BasePredictionWriter):
     @staticmethod
     def _shard(folder: Path, rank: int) -> Path:
         return folder / f"predictions.rank{rank}.csv"
-
-
-def mask_file_name(stem: str, source: str, taken: Callable[[str], bool], always_digest: bool = False) -> str:
-    """``<stem>.png``, or ``<stem>-<digest>.png`` when ``taken`` says another image already has that name.
-
-    The digest is the first 8 hex digits of the SHA-1 of ``source`` (the image path): a pure function of the
-    path, so the same image gets the same name in every run, whatever else is predicted with it. Should that
-    be taken too (the same path written twice into one folder), a counter follows.
-
-    Args:
-        stem: The image's file stem.
-        source: What identifies the image (its path).
-        taken: Whether a mask file name is already used by another image.
-        always_digest: Add the digest even when ``<stem>.png`` is free (for writers that cannot see every name).
-    """
-    stem = stem or "mask"
-    name = f"{stem}.png"
-    if not always_digest and not taken(name):
-        return name
-    # surrogateescape: paths that are not valid UTF-8 still hash, to the bytes the file system holds
-    digest = hashlib.sha1(source.encode("utf-8", "surrogateescape")).hexdigest()[:8]
-    name, n = f"{stem}-{digest}.png", 1
-    while taken(name):
-        name, n = f"{stem}-{digest}-{n}.png", n + 1
-    return name
 
 
 def merge_shards(shards: list[Path], target: Path) -> None:

@@ -1,13 +1,12 @@
 """``smalldata nested-cv``: choose between candidate configs by inner CV, report the outer score of the choice."""
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from smalldata_pl.cli.options import training_command
+from smalldata_pl.cli.options import listed_values, training_command
 from smalldata_pl.evaluation.nested_cv import candidates_from_files, format_report, run_nested_cv
 
 
@@ -37,7 +36,7 @@ class NestedCrossValidationOptions:
 
 def nested_cv_command(argv: Sequence[str]) -> dict:
     """``smalldata nested-cv -c base.yaml --candidates a.yaml b.yaml [--inner_folds 3] [--cv_dir DIR]``."""
-    cli, new_run = training_command(listed_candidates(argv), NestedCrossValidationOptions)
+    cli, new_run = training_command(argv, NestedCrossValidationOptions)
     o: NestedCrossValidationOptions = cli.options
     cv_dir = Path(o.cv_dir or f"lightning_logs/nested_cv/{time.strftime('%Y%m%d-%H%M%S')}")
     candidates = candidates_from_files(o.candidates)
@@ -48,19 +47,9 @@ def nested_cv_command(argv: Sequence[str]) -> dict:
 
 
 def listed_candidates(argv: Sequence[str]) -> list[str]:
-    """``--candidates a.yaml b.yaml`` becomes ``--candidates=["a.yaml", "b.yaml"]``, the list jsonargparse reads."""
-    out: list[str] = []
-    i = 0
-    while i < len(argv):
-        if argv[i] != "--candidates":
-            out.append(argv[i])
-            i += 1
-            continue
-        values = []
-        i += 1
-        while i < len(argv) and not argv[i].startswith("-"):
-            values.append(argv[i])
-            i += 1
-        already_a_list = len(values) == 1 and values[0].lstrip().startswith("[")
-        out.append(f"--candidates={values[0] if already_a_list else json.dumps(values)}")
-    return out
+    """``--candidates a.yaml b.yaml`` becomes ``--candidates=["a.yaml", "b.yaml"]``, the list jsonargparse reads.
+
+    Every list option of the framework's commands is read this way (:func:`~smalldata_pl.cli.options.listed_values`);
+    kept for code that calls it.
+    """
+    return listed_values(argv, NestedCrossValidationOptions)

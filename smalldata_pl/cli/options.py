@@ -1,14 +1,18 @@
 """Shared parsing for the framework's own commands: config files, ``--print_config`` and run factories."""
 
 import dataclasses
+import json
+import types
 import typing
 from collections.abc import Sequence
-from typing import Any
+from typing import TypeVar
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
 from smalldata_pl.cli.lightning_cli import SmallDataCLI
 from smalldata_pl.evaluation.runs import RunFactory
+
+OptionsT = TypeVar("OptionsT")
 
 
 def command_parser(prog: str, description: str, options: type, positional: Sequence[str] = ()) -> ArgumentParser:
@@ -33,10 +37,19 @@ def command_parser(prog: str, description: str, options: type, positional: Seque
     return parser
 
 
-def parse_options(parser: ArgumentParser, options: type, argv: Sequence[str]) -> Any:
+def parse_options(parser: ArgumentParser, options: type[OptionsT], argv: Sequence[str]) -> OptionsT:
     """Parse ``argv`` into an instance of the ``options`` dataclass."""
-    config = parser.parse_args(bare_switches(underscored_names(argv, options), options))
+    config = parser.parse_args(spelled_out(argv, options))
     return options(**{k: v for k, v in vars(config).items() if k != "config"})
+
+
+def spelled_out(argv: Sequence[str], options: type) -> list[str]:
+    """``argv`` as jsonargparse reads it: the ways people type the fields of ``options`` spelled out.
+
+    Dashed names (:func:`underscored_names`), list items one by one (:func:`listed_values`) and bare switches
+    (:func:`bare_switches`); every other argument is passed on unchanged.
+    """
+    return bare_switches(listed_values(underscored_names(argv, options), options), options)
 
 
 def underscored_names(argv: Sequence[str], options: type) -> list[str]:
@@ -51,6 +64,42 @@ def underscored_names(argv: Sequence[str], options: type) -> list[str]:
         underscored = name[2:].replace("-", "_")
         out.append(f"--{underscored}{sep}{value}" if name.startswith("--") and underscored in fields else arg)
     return out
+
+
+# YAML's spellings of null: a list option that may be None is given one of these to unset it.
+NULL_WORDS = {"null", "Null", "NULL", "~"}
+
+
+def listed_values(argv: Sequence[str], options: type) -> list[str]:
+    """``--names a b`` becomes ``--names=["a", "b"]`` for the list fields of ``options``.
+
+    jsonargparse reads a list option as one YAML value (``--names [a,b]``); people type the items one by one,
+    up to the next option. A single value that is already a list (``[a,b]``) or null is passed on as it is.
+    """
+    lists = {f"--{name}" for name, kind in typing.get_type_hints(options).items() if _is_list(kind)}
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg, i = argv[i], i + 1
+        if arg not in lists:
+            out.append(arg)
+        elif i < len(argv) and (argv[i].lstrip().startswith("[") or argv[i] in NULL_WORDS):
+            out.append(f"{arg}={argv[i]}")
+            i += 1
+        else:
+            values = []
+            while i < len(argv) and not argv[i].startswith("-"):
+                values.append(argv[i])
+                i += 1
+            out.append(f"{arg}={json.dumps(values)}")
+    return out
+
+
+def _is_list(kind: object) -> bool:
+    """Whether a field of type ``kind`` holds a list (``list[str]``, or ``list[str] | None``)."""
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        return any(_is_list(member) for member in typing.get_args(kind))
+    return typing.get_origin(kind) is list
 
 
 BOOLEAN_WORDS = {"true", "false", "yes", "no", "1", "0"}
@@ -78,7 +127,7 @@ def training_command(argv: Sequence[str], options: type) -> tuple[SmallDataCLI, 
         The CLI built from ``argv`` (its :attr:`~SmallDataCLI.options` hold the command's options) and a factory
         of fresh runs from the same arguments plus overrides.
     """
-    base = bare_switches(argv, options)
+    base = spelled_out(argv, options)
 
     def new_run(overrides: Sequence[str]) -> SmallDataCLI:
         return SmallDataCLI(args=[*base, *overrides], run=False, options=options)

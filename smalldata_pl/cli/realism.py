@@ -1,6 +1,5 @@
 """``smalldata realism``: score how far each generator setting's images are from real micrographs."""
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from smalldata_pl.evaluation.realism import (
 from smalldata_pl.generators.imaging import IMAGING_PRESETS
 from smalldata_pl.generators.renderers import GrainBoundaryRenderer, Renderer
 from smalldata_pl.generators.styles import resolve_style
-from smalldata_pl.io.images import atomic_path
+from smalldata_pl.io.tables import write_json
 
 
 @dataclass
@@ -89,8 +88,7 @@ def realism_command(argv: Sequence[str]) -> dict[str, Any]:
         "metric": "balanced accuracy",
         "settings": results,
     }
-    with atomic_path(o.out) as temporary:
-        temporary.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    write_json(o.out, report)
     print(f"written to {o.out}")
     return report
 

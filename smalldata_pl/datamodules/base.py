@@ -115,6 +115,14 @@ class MicrographDataModule(LightningDataModule, ABC):
         train = augment is not None if train is None else train
         return ImagePipeline(self.in_chans, self.image_size, augment, self.mean, self.std, self.resize, train)
 
+    def target_pipeline(self) -> ImagePipeline:
+        """Training pipeline of real target images that join the training set (self-training's pseudo-labels).
+
+        Here the training path without augmentation; subclasses with a training augmentation that suits the targets
+        override it.
+        """
+        return self.pipeline(None, train=True)
+
     def check_pixel_sizes(self, files: Sequence[tuple[Path, float | None]]) -> None:
         """Stop at setup when ``target_pixel_size`` is set and images have no known pixel size, naming them.
 

@@ -1,23 +1,26 @@
 """Real image/mask pairs from a manifest: checked masks, random training crops, whole-image evaluation."""
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import albumentations as A
 import torch
 from torch.utils.data import Dataset
+from typing_extensions import override
 
 from smalldata_pl.datamodules.base import MicrographDataModule
-from smalldata_pl.datasets.folder import MicrographFolderDataset, resolve_image_set, unlabelled_records
+from smalldata_pl.datasets.folder import MicrographFolderDataset, Record, resolve_image_set, unlabelled_records
 from smalldata_pl.datasets.segmentation import MaskRecord, SegmentationDataset, check_records, read_mask_manifest
 from smalldata_pl.datasets.splits import check_no_group_leak, fold_indices
 from smalldata_pl.transforms.invariances import LabelInvariances
-from smalldata_pl.transforms.pipeline import IGNORE_INDEX
+from smalldata_pl.transforms.pipeline import IGNORE_INDEX, ImagePipeline
 
 log = logging.getLogger(__name__)
+
+RecordT = TypeVar("RecordT", Record, MaskRecord)
 
 
 class SegmentationFolder(MicrographDataModule):
@@ -79,18 +82,20 @@ class SegmentationFolder(MicrographDataModule):
         self.official_split, self.num_folds, self.fold = official_split, num_folds, fold
         self.train_limit = train_limit
         self.crops_per_image = crops_per_image
-        self.records = self._resolved(read_mask_manifest(self.manifest, self.root))
+        self.records = self._resolved(read_mask_manifest(self.manifest, self.root), lambda r: r.image)
         self.split = "group"
         self._image_sizes: dict[MaskRecord, tuple[int, int]] = {}  # records already checked: setup runs per stage
         held_out = Path(test_manifest).expanduser() if test_manifest else None
-        self.held_out = self._resolved(read_mask_manifest(held_out, held_out.parent)) if held_out else None
+        self.held_out = (
+            self._resolved(read_mask_manifest(held_out, held_out.parent), lambda r: r.image) if held_out else None
+        )
         self.unlabelled = resolve_image_set(predict_root, predict_manifest, "predict")
 
-    def _resolved(self, records: list[MaskRecord]) -> list[MaskRecord]:
+    def _resolved(self, records: Sequence[RecordT], image: Callable[[RecordT], Path]) -> list[RecordT]:
         """The records with each image's pixel size (manifest first, then metadata) and data-bar height."""
         resolved = []
         for record in records:
-            pixel_size, bar = self.physical_scale.resolve(record.image, record.pixel_size)
+            pixel_size, bar = self.physical_scale.resolve(image(record), record.pixel_size)
             resolved.append(replace(record, pixel_size=pixel_size, data_bar=bar))
         return resolved
 
@@ -119,13 +124,9 @@ class SegmentationFolder(MicrographDataModule):
         if self.held_out is not None:
             test = self.held_out
         self._check(train, val, test)
-        extra = self.train_augmentation(self.augmentation)
-        # Padding is image 0 and mask IGNORE_INDEX: never trained or scored as class 0.
-        crop = A.RandomCrop(self.crop_size, self.crop_size, pad_if_needed=True, fill=0, fill_mask=IGNORE_INDEX, p=1.0)
-        augment = A.Compose([crop, *(extra.transforms if extra is not None else [])])
         scale = self.physical_scale
         self.train_dataset = SegmentationDataset(
-            train, self.pipeline(augment), self.num_classes, self.seed, self.crops_per_image, scale
+            train, self.pipeline(self._crop_and_augment()), self.num_classes, self.seed, self.crops_per_image, scale
         )
         evaluate = self.pipeline(None)
         self.val_dataset = SegmentationDataset(val, evaluate, self.num_classes, self.seed, scale=scale) if val else None
@@ -134,12 +135,21 @@ class SegmentationFolder(MicrographDataModule):
         )
         self.predict_dataset = self.test_dataset
         if stage == "predict" and self.unlabelled is not None:
-            records = []
-            for record in unlabelled_records(*self.unlabelled):
-                pixel_size, bar = scale.resolve(record.path, record.pixel_size)
-                records.append(replace(record, pixel_size=pixel_size, data_bar=bar))
+            records = self._resolved(unlabelled_records(*self.unlabelled), lambda r: r.path)
             self.check_pixel_sizes([(r.path, r.pixel_size) for r in records])
             self.predict_dataset = MicrographFolderDataset(records, evaluate, self.seed, scale)
+
+    def _crop_and_augment(self) -> A.Compose:
+        """The training transform: a random ``crop_size`` crop, then the training augmentation."""
+        extra = self.train_augmentation(self.augmentation)
+        # Padding is image 0 and mask IGNORE_INDEX: never trained or scored as class 0.
+        crop = A.RandomCrop(self.crop_size, self.crop_size, pad_if_needed=True, fill=0, fill_mask=IGNORE_INDEX, p=1.0)
+        return A.Compose([crop, *(extra.transforms if extra is not None else [])])
+
+    @override
+    def target_pipeline(self) -> ImagePipeline:
+        """Pseudo-labelled target images (self-training) are cropped and augmented like the training images."""
+        return self.pipeline(self._crop_and_augment())
 
     def _check(self, train: list[MaskRecord], val: list[MaskRecord], test: list[MaskRecord]) -> None:
         unchecked = [r for r in dict.fromkeys([*train, *val, *test]) if r not in self._image_sizes]

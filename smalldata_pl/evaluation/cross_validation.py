@@ -6,11 +6,11 @@ from typing import Any
 
 import torch
 
-from smalldata_pl.callbacks.writers import mask_file_name
 from smalldata_pl.evaluation.progress import RunProgress
 from smalldata_pl.evaluation.runs import Run, RunFactory
 from smalldata_pl.evaluation.summary import collect_folds, summarize, write_summary
 from smalldata_pl.io.images import write_label_image
+from smalldata_pl.io.output_folder import mask_file_name
 from smalldata_pl.io.tables import write_csv
 
 

@@ -27,8 +27,7 @@ from typing import Any, Literal
 from smalldata_pl.evaluation.progress import RunProgress
 from smalldata_pl.evaluation.runs import Run, RunFactory
 from smalldata_pl.evaluation.summary import STATISTICS, format_summary, summarize
-from smalldata_pl.io.images import atomic_path
-from smalldata_pl.io.tables import write_csv
+from smalldata_pl.io.tables import write_csv, write_json
 
 Mode = Literal["min", "max"]
 REPORT = "nested_cv.json"
@@ -300,8 +299,7 @@ def _fit(
         "train_files": [file for file, _ in train],
         "val_files": [file for file, _ in val],
     }
-    with atomic_path(done) as temporary:  # a run killed while writing leaves no half-written result
-        temporary.write_text(json.dumps(result, indent=1))
+    write_json(done, result, indent=1)  # atomic: a run killed while writing leaves no half-written result
     progress.finished()
     return result
 
@@ -378,8 +376,7 @@ def _report(
 
 def write_report(cv_dir: Path, report: dict) -> None:
     """``nested_cv.json`` (everything), ``nested_cv.csv`` (per outer fold) and ``nested_cv_summary.csv``."""
-    with atomic_path(cv_dir / REPORT) as temporary:
-        temporary.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    write_json(cv_dir / REPORT, report)
     metric, names = report["metric"], list(report["candidates"])
     rows = []
     for fold in report["folds"]:

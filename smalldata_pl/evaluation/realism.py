@@ -7,7 +7,6 @@ rather than a CNN: they need no weights or GPU, take milliseconds per image, can
 a network would, and each names what differs (brightness, noise, edge sharpness, texture scale).
 """
 
-import csv
 import importlib
 import itertools
 from collections.abc import Callable, Sequence
@@ -25,6 +24,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from smalldata_pl.datamodules.procedural import ProceduralDataModule
+from smalldata_pl.datasets.folder import read_manifest
 from smalldata_pl.generators.renderers import Renderer
 from smalldata_pl.io.images import IMAGE_SUFFIXES, read_image
 from smalldata_pl.transforms.pipeline import LUMA, to_channels
@@ -86,20 +86,20 @@ def _radial_spectrum(grey: np.ndarray, bins: int = 8) -> np.ndarray:
 def real_images(source: str | Path) -> list[RealImage]:
     """Real images with their groups, from a manifest CSV or a folder (searched recursively).
 
-    A manifest needs an ``image`` (or ``file``) column with paths relative to it and may have ``group`` (the
-    specimen each image came from); a folder holding ``manifest.csv`` is read through it; any other folder gives
-    every image its own group.
+    A manifest (read like every manifest of the framework: UTF-8, a BOM accepted, cells stripped) needs an
+    ``image`` (or ``file``) column with paths relative to it and may have ``group`` (the specimen each image
+    came from); a folder holding ``manifest.csv`` is read through it; any other folder gives every image its own
+    group.
 
     Raises:
         FileNotFoundError: If ``source`` does not exist or holds no images.
-        ValueError: If a manifest lacks the image column.
+        ValueError: If a manifest is not UTF-8 or lacks the image column.
     """
     source = Path(source)
     if source.is_dir() and (source / "manifest.csv").is_file():
         source = source / "manifest.csv"
     if source.is_file():
-        with source.open(newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
+        rows = read_manifest(source, required=())  # either of two image columns: checked below
         column = next((c for c in ("image", "file") if rows and c in rows[0]), None)
         if column is None:
             raise ValueError(f"manifest {source} needs an 'image' (or 'file') column with image paths relative to it")

@@ -16,8 +16,9 @@ import numpy as np
 from scipy import stats
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from smalldata_pl.callbacks.hparams import SETTINGS_FILE
 from smalldata_pl.io.images import atomic_path
+from smalldata_pl.io.output_folder import SETTINGS_FILE
+from smalldata_pl.io.tables import write_json
 
 PREFIX = "val/"
 STATISTICS = ("mean", "std", "ci95_plain_low", "ci95_plain_high", "ci95_corrected_low", "ci95_corrected_high")
@@ -102,8 +103,7 @@ def collect_folds(cv_dir: str | Path, folds: Sequence[int] | None = None) -> dic
 def write_summary(cv_dir: str | Path, summary: dict) -> None:
     """Write ``summary.json``, ``summary.csv`` (both atomically) and a TensorBoard hparams entry into ``cv_dir``."""
     cv_dir = Path(cv_dir)
-    with atomic_path(cv_dir / "summary.json") as temporary:
-        temporary.write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    write_json(cv_dir / "summary.json", summary)
     metrics = list(summary["metrics"])
     with atomic_path(cv_dir / "summary.csv") as temporary, temporary.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)

@@ -1,6 +1,5 @@
 """Temperature scaling of a classifier's logits: fit on labelled images, ECE and NLL before and after."""
 
-import json
 import logging
 import math
 from collections.abc import Sequence
@@ -14,6 +13,7 @@ from torchmetrics.classification import MulticlassCalibrationError
 
 from smalldata_pl.inference.predictor import Predictor
 from smalldata_pl.io.images import ImageReadError
+from smalldata_pl.io.tables import write_json
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ def calibrate_from_labelled_images(
     report = calibration_report(z, y, temperature)
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "calibration.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_json(folder / "calibration.json", report)
     probabilities = torch.as_tensor(z, dtype=torch.float64)
     reliability_diagram(
         (probabilities / temperature).softmax(dim=1).numpy(),

@@ -1,6 +1,5 @@
 """What ``apply`` writes: predictions.csv, scores against known labels, Grad-CAM overlays, palette masks, areas."""
 
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,7 +24,7 @@ from smalldata_pl.io.images import (
     write_unit_image,
 )
 from smalldata_pl.io.output_folder import prepare_output
-from smalldata_pl.io.tables import write_csv
+from smalldata_pl.io.tables import write_csv, write_json
 from smalldata_pl.models.gradcam import heatmap_overlay
 
 log = logging.getLogger(__name__)
@@ -150,7 +149,7 @@ def _write_scores(scored: list[tuple[int, np.ndarray]], class_names: list[str], 
         # Of the probabilities written to predictions.csv (after any temperature and TTA).
         "ece": float(MulticlassCalibrationError(k, n_bins=15, norm="l1")(probabilities, target)),
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_json(out / "metrics.json", metrics)
     confusion = MulticlassConfusionMatrix(k)
     confusion.update(predicted, target)
     figure, _ = confusion.plot(labels=class_names)

@@ -1,9 +1,14 @@
-"""Output folders that never clobber: empty or new, cleared only when asked, never holding the inputs."""
+"""Output folders and the names of what runs write into them: never clobbered, cleared only when asked."""
 
+import hashlib
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+# A run's comparable settings, written next to its TensorBoard events (callbacks.hparams); `cv` reads fold 0's to
+# label its summary with the same settings.
+SETTINGS_FILE = "settings.json"
 
 
 def prepare_output(out: Path, overwrite: bool = False, inputs: Sequence[Path] = ()) -> None:
@@ -45,3 +50,28 @@ def prepare_output(out: Path, overwrite: bool = False, inputs: Sequence[Path] = 
                 entry.unlink()
     if not os.access(out, os.W_OK | os.X_OK):
         raise OSError(f"cannot write to output folder {out}: permission denied; choose a writable --out")
+
+
+def mask_file_name(stem: str, source: str, taken: Callable[[str], bool], always_digest: bool = False) -> str:
+    """``<stem>.png``, or ``<stem>-<digest>.png`` when ``taken`` says another image already has that name.
+
+    The digest is the first 8 hex digits of the SHA-1 of ``source`` (the image path): a pure function of the
+    path, so the same image gets the same name in every run, whatever else is predicted with it. Should that
+    be taken too (the same path written twice into one folder), a counter follows.
+
+    Args:
+        stem: The image's file stem.
+        source: What identifies the image (its path).
+        taken: Whether a mask file name is already used by another image.
+        always_digest: Add the digest even when ``<stem>.png`` is free (for writers that cannot see every name).
+    """
+    stem = stem or "mask"
+    name = f"{stem}.png"
+    if not always_digest and not taken(name):
+        return name
+    # surrogateescape: paths that are not valid UTF-8 still hash, to the bytes the file system holds
+    digest = hashlib.sha1(source.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    name, n = f"{stem}-{digest}.png", 1
+    while taken(name):
+        name, n = f"{stem}-{digest}-{n}.png", n + 1
+    return name

@@ -1,9 +1,11 @@
-"""CSV tables of samples, predictions and reports, written atomically as valid UTF-8."""
+"""CSV tables and JSON reports of samples, predictions and runs, written atomically as valid UTF-8."""
 
 import csv
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from smalldata_pl.io.images import atomic_path
 
@@ -22,6 +24,22 @@ def write_csv(path: str | Path, rows: Sequence[dict], fieldnames: Sequence[str] 
         writer.writeheader()
         for row in rows:
             writer.writerow({printable(str(k)): printable(v) if isinstance(v, str) else v for k, v in row.items()})
+        handle.flush()
+        os.fsync(handle.fileno())  # on disk before the rename makes it visible
+    return path
+
+
+def write_json(path: str | Path, obj: Any, indent: int | None = 2) -> Path:
+    """Write ``obj`` as JSON (UTF-8, ending in a newline); returns the path.
+
+    Like :func:`write_csv` the text goes to a temporary file that replaces ``path`` only when complete, so a run
+    killed or failing half-way (an object that is not JSON-serialisable, a full disk) never leaves a truncated
+    report, and a resumed run can trust any result file it finds.
+    """
+    path = Path(path)
+    text = json.dumps(obj, indent=indent) + "\n"  # serialised first: a failure leaves nothing to clean up
+    with atomic_path(path) as temporary, temporary.open("w", encoding="utf-8") as handle:
+        handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())  # on disk before the rename makes it visible
     return path

@@ -1,4 +1,4 @@
-"""Shared LightningModule machinery: named layer groups, the optimizer built once over all of them."""
+"""Shared LightningModule machinery: named layer groups, the optimizer built once over all of them, TTA views."""
 
 import dataclasses
 import random
@@ -13,6 +13,12 @@ from lightning.pytorch.utilities.types import LRSchedulerConfigType, OptimizerLR
 from typing_extensions import override
 
 from smalldata_pl.tasks.optimization import cosine_schedule, named_param_groups, scale_group_lrs
+from smalldata_pl.transforms.views import IDENTITY, View, views_from_invariances
+
+
+def default_class_names(class_names: Sequence[str] | None, num_classes: int) -> list[str]:
+    """``class_names`` as a list, or ``"0"`` … ``"num_classes - 1"`` when none are given."""
+    return list(class_names) if class_names else [str(i) for i in range(num_classes)]
 
 
 class TransferModule(LightningModule):
@@ -21,6 +27,10 @@ class TransferModule(LightningModule):
     Subclasses fill :attr:`param_groups` (``{name: [parameter names]}``) once in ``__init__``; the optimizer
     then holds every group from the first step, each with a ``name``, so schedulers, checkpoints, LR logging and
     staged unfreezing always see the same structure.
+
+    Tasks offering test-time augmentation set :attr:`tta` from their own ``tta`` argument; :meth:`setup` then
+    resolves :attr:`eval_views` from the DataModule's declared ``invariances`` (the identity alone otherwise),
+    and the task averages its validation, test and predict outputs over them.
 
     Args:
         optimizer: Optimizer factory called with the named param groups; its own ``lr`` is the head's LR.
@@ -32,6 +42,9 @@ class TransferModule(LightningModule):
             expects); ``trainable`` only the parameters trainable when the optimizer is built, for Lightning's
             ``BaseFinetuning`` callbacks, which freeze before and add the rest as new groups later.
     """
+
+    # Overridden per instance by tasks that take a ``tta`` argument; the others never augment.
+    tta: bool = False
 
     def __init__(
         self,
@@ -56,6 +69,12 @@ class TransferModule(LightningModule):
         self.param_groups: dict[str, list[str]] = {}
         # Relative LR of each group (1 = the optimizer's lr); set by StagedUnfreezing before the optimizer exists.
         self.group_lr_scales: dict[str, float] = {}
+        self.eval_views: list[View] = [IDENTITY]  # resolved from the DataModule in setup
+
+    @override
+    def setup(self, stage: str) -> None:
+        data = getattr(self.trainer, "datamodule", None)
+        self.eval_views = views_from_invariances(getattr(data, "invariances", None)) if self.tta else [IDENTITY]
 
     def training_loss(self, batch: dict) -> torch.Tensor:
         """The training loss of one batch, without logging (used by the LR finder outside the Trainer)."""

@@ -12,14 +12,8 @@ from typing_extensions import override
 
 from smalldata_pl.models.backbone import create_backbone, layer_groups
 from smalldata_pl.models.heads import ClassificationHead
-from smalldata_pl.tasks.base import TransferModule
-from smalldata_pl.transforms.views import (
-    IDENTITY,
-    View,
-    log_mean_probabilities,
-    mean_probabilities,
-    views_from_invariances,
-)
+from smalldata_pl.tasks.base import TransferModule, default_class_names
+from smalldata_pl.transforms.views import log_mean_probabilities, mean_probabilities
 
 
 class MicrographClassifier(TransferModule):
@@ -67,7 +61,7 @@ class MicrographClassifier(TransferModule):
     ) -> None:
         super().__init__(**kwargs)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
-        self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+        self.class_names = default_class_names(class_names, num_classes)
         if len(self.class_names) != num_classes:
             raise ValueError(f"{len(self.class_names)} class names given for num_classes={num_classes}")
         features: Any = create_backbone(backbone, pretrained, in_chans)
@@ -78,8 +72,7 @@ class MicrographClassifier(TransferModule):
             "head": [f"head.{p}" for p, _ in self.head.named_parameters()],
         }
         self.label_smoothing = label_smoothing
-        self.tta = tta
-        self.eval_views: list[View] = [IDENTITY]  # resolved from the DataModule in setup
+        self.tta = tta  # TransferModule.setup resolves the views
         metrics = MetricCollection(
             {
                 "acc": MulticlassAccuracy(num_classes, average="micro"),
@@ -94,11 +87,6 @@ class MicrographClassifier(TransferModule):
     @override
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(images))
-
-    @override
-    def setup(self, stage: str) -> None:
-        data = getattr(self.trainer, "datamodule", None)
-        self.eval_views = views_from_invariances(getattr(data, "invariances", None)) if self.tta else [IDENTITY]
 
     def eval_logits(self, images: torch.Tensor) -> torch.Tensor:
         """Validation/test logits: the model's own, or under TTA the log of the view-averaged softmax."""

@@ -16,15 +16,9 @@ from smalldata_pl.models.backbone import create_backbone
 from smalldata_pl.models.losses import segmentation_loss
 from smalldata_pl.models.metrics import BoundaryF1, ClassIoU
 from smalldata_pl.models.unet import UNetDecoder, sliding_window
-from smalldata_pl.tasks.base import TransferModule
+from smalldata_pl.tasks.base import TransferModule, default_class_names
 from smalldata_pl.transforms.pipeline import IGNORE_INDEX
-from smalldata_pl.transforms.views import (
-    IDENTITY,
-    View,
-    log_mean_probabilities,
-    mean_probabilities,
-    views_from_invariances,
-)
+from smalldata_pl.transforms.views import log_mean_probabilities, mean_probabilities
 
 
 class MicrographSegmenter(TransferModule):
@@ -87,7 +81,7 @@ class MicrographSegmenter(TransferModule):
     ) -> None:
         super().__init__(**kwargs)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
-        self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+        self.class_names = default_class_names(class_names, num_classes)
         encoder: Any = create_backbone(backbone, pretrained, in_chans, features_only=True)
         self.encoder = encoder
         channels = encoder.feature_info.channels()
@@ -108,8 +102,7 @@ class MicrographSegmenter(TransferModule):
         self.register_buffer("class_weights", torch.tensor(class_weights, dtype=torch.float) if class_weights else None)
         self.boundary_class = boundary_class
         self.tile_size, self.tile_overlap = tile_size, tile_overlap
-        self.tta = tta
-        self.eval_views: list[View] = [IDENTITY]  # resolved from the DataModule in setup
+        self.tta = tta  # TransferModule.setup resolves the views
         splits = ("train", "val", "test")  # ModuleDict keys get a suffix: "train" is a Module method
         self.iou: Any = nn.ModuleDict({f"{s}_": ClassIoU(num_classes) for s in splits})
         self.boundary_f1: Any = nn.ModuleDict(
@@ -132,11 +125,6 @@ class MicrographSegmenter(TransferModule):
         if self.tile_size is None:
             return self(images)
         return sliding_window(self, images, self.tile_size, self.tile_overlap)
-
-    @override
-    def setup(self, stage: str) -> None:
-        data = getattr(self.trainer, "datamodule", None)
-        self.eval_views = views_from_invariances(getattr(data, "invariances", None)) if self.tta else [IDENTITY]
 
     def eval_logits(self, images: torch.Tensor) -> torch.Tensor:
         """Validation/test logits: :meth:`predict_logits`, or under TTA the log of the view-averaged softmax."""

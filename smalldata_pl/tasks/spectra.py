@@ -11,7 +11,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, M
 from typing_extensions import override
 
 from smalldata_pl.models.spectrum_cnn import SpectrumCNN
-from smalldata_pl.tasks.base import TransferModule
+from smalldata_pl.tasks.base import TransferModule, default_class_names
 
 
 class SpectrumClassifier(TransferModule):
@@ -47,7 +47,7 @@ class SpectrumClassifier(TransferModule):
             raise ValueError(f"task must be 'single' or 'multilabel', got {task!r}")
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.task = task
-        self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+        self.class_names = default_class_names(class_names, num_classes)
         self.backbone: Any = SpectrumCNN(in_chans, widths)
         if isinstance(pretrained, str) and pretrained:
             from smalldata_pl.models.weights import load_backbone_weights, resolve_weights

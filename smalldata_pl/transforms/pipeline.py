@@ -90,10 +90,13 @@ class PhysicalScale:
     def resolve(self, path: str | Path, pixel_size: float | None = None) -> tuple[float | None, int]:
         """``(pixel size, data-bar rows to crop)`` of a file; a given ``pixel_size`` (manifest) beats the metadata.
 
+        The file is opened only when its metadata matters: for the data-bar height, or for a pixel size that a
+        target pixel size needs and the manifest does not give.
+
         Raises:
             ImageReadError: If the file's metadata cannot be read.
         """
-        if pixel_size is not None and not self.crop_data_bar:
+        if not self.crop_data_bar and (pixel_size is not None or self.target_pixel_size is None):
             return pixel_size, 0
         metadata = read_metadata(path)
         return (pixel_size if pixel_size is not None else metadata.pixel_size), (
