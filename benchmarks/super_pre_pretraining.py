@@ -1,0 +1,185 @@
+"""Does synthetic pre-pretraining pay with 1 and 2 real training images? Superalloy, 3 seeds, paired inits.
+
+Every point fine-tunes the EfficientNet-Lite0 U-Net of `configs/segmentation/superalloy_imagenet.yaml` twice, as
+shipped except for the data, with the same seed: once from ImageNet weights, once from the encoder of a synthetic
+pre-training run (`smalldata export-encoder`). Scored on the Super1/Super3 test images (group spot2), which no
+decision here touches: every setting below was fixed before the first score.
+
+- 1 image: the upstream one-shot split Super3 (its single training image), seeds 0-2.
+- 2 images: two training images of different specimen groups drawn from the Super1 training pool (draw = seed,
+  0-2), validated on Super1's validation images.
+
+Each training image gives 16 random crops per epoch (as the one-shot row of benchmarks/sim_to_real.sh). The
+synthetic encoder comes from `bash benchmarks/super1_adapted.sh` (its `adabn_only` run: the shipped synthetic
+pre-training of `synthetic_pretrain_precipitates.yaml`, then AdaBN on the unlabelled Super1 training images;
+no real label is used).
+
+    python benchmarks/super_pre_pretraining.py --root ../shared/data/superalloy
+
+Results go to benchmarks/runs/pre_pretraining/ (`points.jsonl`, one line per finished fit; a rerun skips them, so
+an interrupted run resumes) and the table is printed.
+"""
+
+import argparse
+import csv
+import json
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+CONFIG = "configs/segmentation/superalloy_imagenet.yaml"
+SYNTHETIC = Path("benchmarks/runs/super1_adapted/adabn_only/version_0/checkpoints/adabn.ckpt")
+CROPS_PER_IMAGE = 16
+METRICS = ("test/miou", "test/iou_matrix", "test/iou_secondary", "test/iou_tertiary")
+
+
+def split_manifest(root: Path, out: Path, images: int, seed: int) -> tuple[Path, str]:
+    """A manifest for one point and the name of its split (rows tagged ``<split>:train|val|test``)."""
+    with (root / "manifest.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if images == 1:
+        return root / "manifest.csv", "Super3"  # the upstream one-shot split, as published
+
+    def tagged(tag: str) -> list[dict]:
+        return [r for r in rows if tag in r["official_splits"].split(";")]
+
+    pool = tagged("Super1:train")
+    groups = sorted({r["group"] for r in pool})
+    rng = np.random.default_rng(seed)
+    chosen_groups = rng.choice(groups, size=images, replace=False)
+    # One image of each drawn group, so the two never come from one specimen.
+    chosen = []
+    for group in chosen_groups:
+        members = sorted((r for r in pool if r["group"] == group), key=lambda r: r["image"])
+        chosen.append(members[rng.integers(len(members))])
+    name = f"Draw{images}x{seed}"
+    parts = {"train": chosen, "val": tagged("Super1:val"), "test": tagged("Super1:test")}
+    manifest = out / f"{name}.csv"
+    with manifest.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["image", "mask", "group", "official_splits"])
+        writer.writeheader()
+        for part, members in parts.items():
+            for r in members:
+                writer.writerow(
+                    {
+                        "image": str(root / r["image"]),
+                        "mask": str(root / r["mask"]),
+                        "group": r["group"],
+                        "official_splits": f"{name}:{part}",
+                    }
+                )
+    return manifest, name
+
+
+def test_scalars(run_dir: Path) -> dict[str, float]:
+    events = sorted(run_dir.rglob("events.out.tfevents.*"))
+    if not events:
+        raise FileNotFoundError(f"no TensorBoard events under {run_dir}")
+    accumulator = EventAccumulator(str(events[-1].parent))
+    accumulator.Reload()
+    return {m: accumulator.Scalars(m)[-1].value for m in METRICS if m in accumulator.Tags()["scalars"]}
+
+
+def run_point(root: Path, out: Path, images: int, seed: int, init: str, encoder: Path, max_epochs: int) -> dict:
+    manifest, split = split_manifest(root, out, images, seed)
+    name = f"{init}_{images}img_seed{seed}"
+    options = [
+        "-c", CONFIG,
+        f"--seed_everything={seed}", f"--data.init_args.seed={seed}",
+        f"--data.init_args.root={root}", f"--data.init_args.manifest={manifest}",
+        f"--data.init_args.official_split={split}", f"--data.init_args.crops_per_image={CROPS_PER_IMAGE}",
+        f"--trainer.max_epochs={max_epochs}", "--trainer.enable_progress_bar=false",
+        f"--trainer.logger.init_args.save_dir={out}",
+    ]  # fmt: skip
+    if init == "synthetic":
+        options.append(f"--model.init_args.pretrained={encoder}")
+    start = time.perf_counter()
+    with (out / f"{name}.log").open("w") as log:
+        subprocess.run(
+            ["smalldata", "fit", *options, f"--trainer.logger.init_args.name={name}"],
+            check=True,
+            stdout=log,
+            stderr=log,
+        )
+        fitted = time.perf_counter() - start
+        checkpoint = out / name / "version_0" / "checkpoints" / "last.ckpt"
+        subprocess.run(
+            ["smalldata", "test", *options, f"--trainer.logger.init_args.name={name}_test", f"--ckpt_path={checkpoint}"],
+            check=True, stdout=log, stderr=log,
+        )  # fmt: skip
+    return {
+        "init": init,
+        "images": images,
+        "seed": seed,
+        "split": split,
+        **test_scalars(out / f"{name}_test"),
+        "fit_seconds": round(fitted, 1),
+    }
+
+
+def summary(points: list[dict]) -> str:
+    lines = [
+        "| real training images | ImageNet mIoU | synthetic pre-pretraining mIoU | paired difference (synthetic − ImageNet) |",
+        "|---|---|---|---|",
+    ]
+    for images in sorted({p["images"] for p in points}):
+        by_init = {
+            init: {p["seed"]: p["test/miou"] for p in points if p["images"] == images and p["init"] == init}
+            for init in ("imagenet", "synthetic")
+        }
+        seeds = sorted(set(by_init["imagenet"]) & set(by_init["synthetic"]))
+        if not seeds:
+            continue
+        a = np.array([by_init["imagenet"][s] for s in seeds])
+        b = np.array([by_init["synthetic"][s] for s in seeds])
+        spread = (
+            (lambda x: f"{x.mean():.3f} ± {x.std(ddof=1):.3f}") if len(seeds) > 1 else (lambda x: f"{x.mean():.3f}")
+        )
+        per_seed = " / ".join(f"{d:+.3f}" for d in b - a)
+        lines.append(f"| {images} ({len(seeds)} seeds) | {spread(a)} | {spread(b)} | {spread(b - a)} ({per_seed}) |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, default=Path("../shared/data/superalloy"))
+    parser.add_argument("--synthetic_checkpoint", type=Path, default=SYNTHETIC)
+    parser.add_argument("--images", default="1,2")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--max_epochs", type=int, default=30, help="the shipped config's 30; fewer only to try it")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/runs/pre_pretraining"))
+    args = parser.parse_args()
+    root, out = args.root.resolve(), args.out
+    out.mkdir(parents=True, exist_ok=True)
+    if not args.synthetic_checkpoint.is_file():
+        raise SystemExit(f"{args.synthetic_checkpoint} is missing: run `bash benchmarks/super1_adapted.sh` first")
+    encoder = out / "synthetic_encoder.pth"
+    if not encoder.is_file():
+        subprocess.run(
+            ["smalldata", "export-encoder", str(args.synthetic_checkpoint), "--out", str(encoder)], check=True
+        )
+    done_file = out / "points.jsonl"
+    done = [json.loads(line) for line in done_file.read_text().splitlines()] if done_file.is_file() else []
+    finished = {(p["init"], p["images"], p["seed"]) for p in done}
+    for images in (int(n) for n in args.images.split(",")):
+        for seed in (int(s) for s in args.seeds.split(",")):
+            for init in ("imagenet", "synthetic"):
+                if (init, images, seed) in finished:
+                    continue
+                point = run_point(root, out, images, seed, init, encoder, args.max_epochs)
+                point["machine"] = platform.processor() or platform.machine()
+                print(point, flush=True)
+                with done_file.open("a") as handle:
+                    handle.write(json.dumps(point) + "\n")
+                done.append(point)
+    table = summary(done)
+    (out / "summary.md").write_text(table + "\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
