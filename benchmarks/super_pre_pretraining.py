@@ -39,10 +39,10 @@ METRICS = ("test/miou", "test/iou_matrix", "test/iou_secondary", "test/iou_terti
 
 def split_manifest(root: Path, out: Path, images: int, seed: int) -> tuple[Path, str]:
     """A manifest for one point and the name of its split (rows tagged ``<split>:train|val|test``)."""
-    with (root / "manifest.csv").open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
     if images == 1:
         return root / "manifest.csv", "Super3"  # the upstream one-shot split, as published
+    with (root / "manifest.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
 
     def tagged(tag: str) -> list[dict]:
         return [r for r in rows if tag in r["official_splits"].split(";")]
