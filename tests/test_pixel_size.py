@@ -3,6 +3,7 @@
 import csv
 from pathlib import Path
 
+import albumentations as A
 import numpy as np
 import pytest
 import tifffile
@@ -12,7 +13,10 @@ from PIL import Image
 
 from smalldata_pl.cli import main
 from smalldata_pl.datamodules import MicrographFolder, SegmentationFolder
-from smalldata_pl.datasets.folder import find_records
+from smalldata_pl.datasets.disk_copies import write_augmented
+from smalldata_pl.datasets.folder import Record, find_records
+from smalldata_pl.datasets.segmentation import MaskRecord
+from smalldata_pl.evaluation.audit import audit_splits
 from smalldata_pl.inference.predictor import Predictor
 from smalldata_pl.io.metadata import read_metadata
 from smalldata_pl.models.unet import sliding_window
@@ -22,12 +26,17 @@ from smalldata_pl.transforms.pipeline import PhysicalScale, PixelSizeError
 BAR = 255  # data-bar rows are white, the micrographs below are darker
 
 
-def write_fei(path: Path, image: np.ndarray, pixel_size: float, bar: int, databar_key: bool = False) -> Path:
-    """An FEI/Thermo TIFF: ``image`` with ``bar`` white data-bar rows below and its FEI_HELIOS metadata text."""
+def _fei_text(image_rows: int, width: int = 48, pixel_size: float = 0.5) -> str:
+    """FEI_HELIOS metadata: the pixel size and the scanned frame (rows below it are the data bar)."""
     text = (
         f"[User]\r\nDate=01/01/2026\r\n[Scan]\r\nPixelWidth={pixel_size * 1e-6}\r\nPixelHeight={pixel_size * 1e-6}\r\n"
     )
-    text += f"[Image]\r\nResolutionX={image.shape[1]}\r\nResolutionY={image.shape[0]}\r\n"
+    return text + f"[Image]\r\nResolutionX={width}\r\nResolutionY={image_rows}\r\n"
+
+
+def write_fei(path: Path, image: np.ndarray, pixel_size: float, bar: int, databar_key: bool = False) -> Path:
+    """An FEI/Thermo TIFF: ``image`` with ``bar`` white data-bar rows below and its FEI_HELIOS metadata text."""
+    text = _fei_text(image.shape[0], image.shape[1], pixel_size)
     if databar_key:
         text += f"[PrivateFei]\r\nDatabarHeight={bar}\r\n"
     stored = np.vstack([image, np.full((bar, image.shape[1]), BAR, np.uint8)])
@@ -207,3 +216,39 @@ def test_apply_uses_the_checkpoints_target_pixel_size(tmp_path):
 def _tiles(out: Path) -> dict[str, int]:
     with (out / "predictions.csv").open() as handle:
         return {Path(r["file"]).name: int(r["tiles"]) for r in csv.DictReader(handle)}
+
+
+def test_augmented_copies_are_cropped_and_resampled_like_training_images(tmp_path):
+    image = np.full((20, 30), 40, np.uint8)
+    write_fei(tmp_path / "a.tif", image, pixel_size=0.5, bar=6)
+    mask = np.zeros((26, 30), np.uint8)  # the mask covers the stored frame, data bar included
+    mask[:, 15:] = 1
+    write_image(tmp_path / "a_mask.png", mask)
+    scale = PhysicalScale(target_pixel_size=0.25)
+    records = [MaskRecord(tmp_path / "a.tif", tmp_path / "a_mask.png", "s1")]
+    manifest = write_augmented(records, A.Compose([]), ["matrix", "phase"], 1, tmp_path / "out", scale=scale)
+
+    with manifest.open() as handle:
+        row = next(csv.DictReader(handle))
+    written = np.asarray(Image.open(tmp_path / "out" / row["image"]))
+    written_mask = np.asarray(Image.open(tmp_path / "out" / row["mask"]))
+    assert written.shape[:2] == written_mask.shape == (40, 60)  # bar cropped, then 2x to 0.25 µm per pixel
+    assert written.max() < BAR  # no data-bar row left
+    assert (written_mask[:, :30] == 0).all() and (written_mask[:, 30:] == 1).all()
+    unscaled = write_augmented(records, A.Compose([]), ["matrix", "phase"], 1, tmp_path / "raw")
+    with unscaled.open() as handle:
+        assert np.asarray(Image.open(tmp_path / "raw" / next(csv.DictReader(handle))["image"])).shape[:2] == (26, 30)
+
+
+def test_audit_fingerprints_micrographs_without_their_data_bar(tmp_path):
+    rng = np.random.default_rng(0)
+    bar = (rng.random((60, 48)) > 0.5).astype(np.uint8) * 255  # one instrument: the same text in every image
+    records = []
+    for index in range(2):  # two unrelated micrographs
+        content = (rng.random((40, 48)) * 120).astype(np.uint8)
+        path = tmp_path / f"m{index}.tif"
+        tifffile.imwrite(path, np.vstack([content, bar]), extratags=[(34682, "s", 0, _fei_text(40), True)])
+        records.append(Record(path, 0, f"s{index}"))
+    split = [("0", [0], [1])]
+    assert [row["kind"] for row in audit_splits(records, split)] == ["copy"]  # the bar alone looks like a copy
+    assert audit_splits(records, split, scale=PhysicalScale()) == []

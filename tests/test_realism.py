@@ -190,3 +190,6 @@ def test_real_images_of_a_manifest_keep_its_groups_like_every_manifest_of_the_fr
     manifest.write_text("path,group\na.png,s1\n")
     with pytest.raises(ValueError, match="needs an 'image' \\(or 'file'\\) column"):
         real_images(manifest)
+    manifest.write_text("image,group\na.png,s1\nc.png,s2\n")
+    with pytest.raises(FileNotFoundError, match=r"lists 1 missing image\(s\), e.g. .*c\.png"):
+        real_images(manifest)

@@ -36,15 +36,16 @@ def audit_command(argv: Sequence[str]) -> list[dict]:
     if records is None:
         raise ValueError(f"{type(datamodule).__name__} has no image records to audit; use a folder DataModule")
     print(f"fingerprinting {len(records)} images …")
+    scale = getattr(datamodule, "physical_scale", None)
     official = getattr(datamodule, "official_split", None)
     if official:
         splits = tagged_splits(records, official)
-        rows = audit_splits(records, splits, options.candidates, options.threshold)
+        rows = audit_splits(records, splits, options.candidates, options.threshold, scale)
         checked = f"the {official} split"
     else:
         num_folds = datamodule.num_folds  # type: ignore[attr-defined]
         split, seed = datamodule.split, datamodule.seed  # type: ignore[attr-defined]
-        rows = audit_folds(records, num_folds, split, seed, options.candidates, options.threshold)
+        rows = audit_folds(records, num_folds, split, seed, options.candidates, options.threshold, scale)
         checked = f"{num_folds} folds"
     write_csv(options.report, rows, AUDIT_FIELDS)
     for row in rows:

@@ -14,8 +14,9 @@ class AugmentOptions:
 
     Writes N augmented copies of every image of a folder DataModule (its training augmentation) plus
     manifest.csv: ``file,label,group,source`` for classification, ``image,mask,group,source`` for segmentation
-    (image and mask transformed together). Each copy keeps its source's group and is named by its source's
-    path relative to the data root.
+    (image and mask transformed together). Images are first cropped of their data bar and resampled to the
+    DataModule's target pixel size, like training images. Each copy keeps its source's group and is named by its
+    source's path relative to the data root.
 
     Args:
         copies: Augmented copies per image.
@@ -48,6 +49,7 @@ def augment_command(argv: Sequence[str]) -> Path:
         datamodule.seed,  # type: ignore[attr-defined]
         root=getattr(datamodule, "root", None),
         overwrite=options.overwrite,
+        scale=getattr(datamodule, "physical_scale", None),
     )
     print(f"wrote {options.copies * len(records)} augmented images and {manifest}")
     return manifest

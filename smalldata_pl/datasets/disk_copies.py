@@ -17,7 +17,7 @@ from smalldata_pl.generators.renderers import GrainBoundaryRenderer, GrainClassR
 from smalldata_pl.io.images import read_image, write_label_image, write_unit_image
 from smalldata_pl.io.output_folder import prepare_output
 from smalldata_pl.io.tables import write_csv
-from smalldata_pl.transforms.pipeline import sample_seed
+from smalldata_pl.transforms.pipeline import PhysicalScale, sample_seed
 
 SYNTHETIC_KINDS = ("grains", "boundaries", "precipitates")
 
@@ -31,6 +31,7 @@ def write_augmented(
     seed: int = 0,
     root: Path | None = None,
     overwrite: bool = False,
+    scale: PhysicalScale | None = None,
 ) -> Path:
     """Write ``copies`` augmented versions of every record plus ``manifest.csv``; returns the manifest path.
 
@@ -40,7 +41,8 @@ def write_augmented(
     ``<source path>`` is the source's path relative to ``root`` without its suffix, so sources of the same name
     in different folders get different copies. Each copy keeps its source's group, so splits and the leakage
     guard treat copies and source as one micrograph. Copy ``k`` of record ``i`` is drawn with the seed of
-    epoch ``k``, sample ``i``.
+    epoch ``k``, sample ``i``. Each source first goes through ``scale`` (data-bar crop, resampling to the target
+    pixel size), as the training datasets do, so the copies show what training sees.
 
     Args:
         records: The sources (all of one kind).
@@ -52,6 +54,7 @@ def write_augmented(
         root: Folder the sources' paths are taken relative to (the DataModule's ``root``); default: their
             common parent folder.
         overwrite: Delete what ``out`` holds first.
+        scale: The DataModule's physical-scale step; ``None`` keeps the images as they are on disk.
 
     Raises:
         FileExistsError: If ``out`` is not empty and ``overwrite`` is false.
@@ -66,10 +69,18 @@ def write_augmented(
     pairs = tqdm(list(zip(records, stems, strict=True)), desc="augment", unit="image")
     for index, (record, stem) in enumerate(pairs):
         image = read_image(sources[index])
+        mask = (
+            read_mask(record.mask, len(class_names), image.shape, record.image)
+            if isinstance(record, MaskRecord)
+            else None
+        )
+        if scale is not None:
+            pixel_size, data_bar = scale.resolve(sources[index], record.pixel_size)
+            image, mask = scale(image, pixel_size, data_bar, mask, source=sources[index])
         image = image[:, :, :3] if image.ndim == 3 else image[:, :, None]
         data = {"image": image.astype(np.float32)}
-        if isinstance(record, MaskRecord):
-            data["mask"] = read_mask(record.mask, len(class_names), image.shape, record.image)
+        if mask is not None:
+            data["mask"] = mask
         for copy in range(copies):
             augment.set_random_seed(sample_seed(seed, copy, index))
             augmented = augment(**data)

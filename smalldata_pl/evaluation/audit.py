@@ -3,6 +3,7 @@
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from smalldata_pl.datasets.folder import Record
@@ -10,6 +11,7 @@ from smalldata_pl.datasets.leakage import THRESHOLD, find_duplicates, signature
 from smalldata_pl.datasets.segmentation import MaskRecord
 from smalldata_pl.datasets.splits import GroupLeakError, SplitKind, check_no_group_leak, fold_indices
 from smalldata_pl.io.images import read_image
+from smalldata_pl.transforms.pipeline import PhysicalScale
 
 AUDIT_FIELDS = ["fold", "kind", "train", "validation", "correlation"]
 
@@ -24,6 +26,7 @@ def audit_folds(
     seed: int,
     candidates: int = 30,
     threshold: float = THRESHOLD,
+    scale: PhysicalScale | None = None,
 ) -> list[dict]:
     """Every leak in every fold of a K-fold split: rows with the fields of :data:`AUDIT_FIELDS`.
 
@@ -37,6 +40,7 @@ def audit_folds(
         seed: The split seed of the DataModule.
         candidates: Images template-matched per query.
         threshold: Correlation that counts as a copy.
+        scale: The DataModule's physical-scale step, whose data-bar crop is applied before fingerprinting.
     """
     labels = [r.label if isinstance(r, Record) else 0 for r in records]
     groups = [r.group for r in records]
@@ -44,7 +48,7 @@ def audit_folds(
     for fold in range(num_folds):
         train, val = fold_indices(labels, groups, num_folds, fold, split, seed)
         folds.append((fold, train.tolist(), val.tolist()))
-    return audit_splits(records, folds, candidates, threshold)
+    return audit_splits(records, folds, candidates, threshold, scale)
 
 
 def tagged_splits(records: Sequence[MaskRecord], name: str) -> list[Split]:
@@ -61,10 +65,18 @@ def audit_splits(
     splits: Sequence[Split],
     candidates: int = 30,
     threshold: float = THRESHOLD,
+    scale: PhysicalScale | None = None,
 ) -> list[dict]:
-    """Every group overlap and transformed copy between the two sides of each split."""
+    """Every group overlap and transformed copy between the two sides of each split.
+
+    Images are fingerprinted without their data bar (``scale``'s crop, else the record's own ``data_bar``): the
+    bar is alike in every image of an instrument and would make unrelated micrographs look like copies.
+    """
     paths = [image_path(r) for r in records]
-    signatures = [signature(read_image(p)) for p in tqdm(paths, desc="fingerprinting", unit="image")]
+    signatures = [
+        signature(_without_data_bar(r, p, scale))
+        for r, p in tqdm(list(zip(records, paths, strict=True)), desc="fingerprinting", unit="image")
+    ]
     groups = [r.group for r in records]
     rows: list[dict] = []
     for name, train, val in splits:
@@ -89,3 +101,9 @@ def audit_splits(
 def image_path(record: Record | MaskRecord) -> Path:
     """The image file of a labelled record or of an image/mask pair."""
     return record.image if isinstance(record, MaskRecord) else record.path
+
+
+def _without_data_bar(record: Record | MaskRecord, path: Path, scale: PhysicalScale | None) -> np.ndarray:
+    image = read_image(path)
+    bar = scale.resolve(path, record.pixel_size)[1] if scale is not None else record.data_bar
+    return image[: image.shape[0] - bar]

@@ -92,7 +92,7 @@ def real_images(source: str | Path) -> list[RealImage]:
     group.
 
     Raises:
-        FileNotFoundError: If ``source`` does not exist or holds no images.
+        FileNotFoundError: If ``source`` does not exist, holds no images or its manifest lists missing files.
         ValueError: If a manifest is not UTF-8 or lacks the image column.
     """
     source = Path(source)
@@ -104,6 +104,13 @@ def real_images(source: str | Path) -> list[RealImage]:
         if column is None:
             raise ValueError(f"manifest {source} needs an 'image' (or 'file') column with image paths relative to it")
         found = [(source.parent / row[column], row.get("group") or row[column]) for row in rows]
+        missing = [str(path) for path, _ in found if not path.is_file()]
+        if missing:
+            # Checked before any crop is read, so a typo does not surface after minutes of work.
+            raise FileNotFoundError(
+                f"manifest {source} lists {len(missing)} missing image(s), e.g. {missing[0]}; paths are relative to "
+                "the manifest's folder: fix or drop those rows"
+            )
     elif source.is_dir():
         paths = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         found = [(path, str(path.relative_to(source))) for path in paths]
