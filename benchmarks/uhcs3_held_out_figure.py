@@ -1,7 +1,8 @@
 """Learning curves on the held-out UHCS-3 groups: accuracy vs labelled images per class, probe and LP-FT.
 
-Reads what `benchmarks/uhcs3_probe.py` (benchmarks/runs/probe/results.csv) and `benchmarks/uhcs3_lpft.py`
-(benchmarks/runs/lpft/points.jsonl) measured and draws mean ± std over draws/seeds per point:
+Reads what `benchmarks/uhcs3_probe.py` (benchmarks/runs/probe/results.csv, and results_d4.csv from its
+``--views d4 --tag _d4`` run) and `benchmarks/uhcs3_lpft.py` (benchmarks/runs/lpft/points.jsonl) measured and
+draws mean ± std over draws/seeds per point (EfficientNet-Lite0 throughout):
 
     python benchmarks/uhcs3_held_out_figure.py   # writes benchmarks/uhcs3_held_out_curve.png
 """
@@ -25,17 +26,21 @@ TRAIN_IMAGES = 382  # "all": every training image, about 127 per class
 def curves() -> dict[str, dict[float, list[float]]]:
     """``label -> images per class -> held-out accuracies``."""
     found: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
-    with (RUNS / "probe" / "results.csv").open() as handle:
-        for row in csv.DictReader(handle):
-            if row["C_mode"] == "1.0":
-                size = TRAIN_IMAGES / 3 if row["per_class"] == "all" else float(row["per_class"])
-                found[f"linear probe, {row['image_size']} px"][size].append(float(row["held_out_acc"]))
-    names = {"probe": "linear probe, 224 px", "lpft": "LP-FT, 224 px", "exercise": "staged recipe, 224 px"}
+    for name in ("results.csv", "results_d4.csv"):
+        if not (RUNS / "probe" / name).is_file():
+            continue
+        with (RUNS / "probe" / name).open() as handle:
+            for row in csv.DictReader(handle):
+                if row["C_mode"] == "1.0" and row["backbone"] == "lite0":
+                    views = " + D4 views" if row.get("views", "identity") == "d4" else ""
+                    size = TRAIN_IMAGES / 3 if row["per_class"] == "all" else float(row["per_class"])
+                    found[f"linear probe{views}, {row['image_size']} px"][size].append(float(row["held_out_acc"]))
+    names = {"probe": "linear probe", "lpft": "LP-FT", "exercise": "staged recipe"}
     for line in (RUNS / "lpft" / "points.jsonl").read_text().splitlines():
         point = json.loads(line)
         if point["recipe"] in names:
             size = TRAIN_IMAGES / 3 if point["per_class"] == "all" else float(point["per_class"])
-            found[names[point["recipe"]]][size].append(float(point["held_out_acc"]))
+            found[f"{names[point['recipe']]}, {point['image_size']} px"][size].append(float(point["held_out_acc"]))
     return found
 
 

