@@ -11,6 +11,7 @@ Each point is the shipped config with only the data section swapped for the mani
 and image size unless ``--image_size`` overrides it) and, for the one-ingredient runs, one callback changed:
 
 - ``probe``: configs/probe_efficientnet_lite0_offline.yaml (frozen features + logistic regression);
+- ``probe_views``: configs/probe_views_efficientnet_lite0_offline.yaml (the probe on every allowed D4 view, TTA);
 - ``lpft``: configs/lpft_efficientnet_lite0_offline.yaml (probe head, staged unfreezing, keep_bn_eval, EMA);
 - ``lpft_no_ema`` / ``lpft_bn_train``: LP-FT without EMAWeightAveraging / with BatchNorm training after unfreezing;
 - ``exercise``: configs/exercise_efficientnet_lite0_offline.yaml (the old recipe, random head, no probe).
@@ -64,6 +65,7 @@ def _bn_train(config: dict) -> None:
 
 RECIPES: dict[str, tuple[str, Callable[[dict], None] | None]] = {
     "probe": ("probe_efficientnet_lite0_offline.yaml", None),
+    "probe_views": ("probe_views_efficientnet_lite0_offline.yaml", None),
     "lpft": ("lpft_efficientnet_lite0_offline.yaml", None),
     "lpft_no_ema": ("lpft_efficientnet_lite0_offline.yaml", _without_ema),
     "lpft_bn_train": ("lpft_efficientnet_lite0_offline.yaml", _bn_train),

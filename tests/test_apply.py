@@ -2,6 +2,7 @@
 
 import csv
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -137,3 +138,23 @@ def main_returning(argv: list[str]) -> dict:
     from smalldata_pl.cli.main import COMMANDS
 
     return COMMANDS[argv[0]](argv[1:])  # type: ignore[return-value]
+
+
+def test_apply_uses_test_time_augmentation_when_the_model_was_validated_with_it(tmp_path, grouped_manifest, caplog):
+    config = write_manifest_config(tmp_path / "config.yaml", grouped_manifest, max_epochs=1, num_folds=2)
+    main(["fit", "-c", str(config), "--data.init_args.leakage_check=off", "--model.init_args.tta", "true"])
+    checkpoint = _last_checkpoint()
+    assert len(load_predictor(checkpoint).views) == 8  # as validated: every view the invariances allow
+    assert len(load_predictor(checkpoint, tta=False).views) == 1  # an explicit choice wins
+    _new_micrographs(tmp_path / "new")
+    main(["apply", str(checkpoint), str(tmp_path / "new"), "--out", str(tmp_path / "out"), "--tta", "false"])
+    with (tmp_path / "out" / "predictions.csv").open() as handle:
+        assert len(list(csv.DictReader(handle))) == 3
+    # An exported graph is one view: the export says so instead of silently scoring below the validated model.
+    with caplog.at_level(logging.WARNING, logger="smalldata_pl.inference.export"):
+        main(["export", str(checkpoint), "--format", "torchscript", "--out", str(tmp_path / "model.pt")])
+    assert "validated with test-time augmentation" in caplog.text and (tmp_path / "model.pt").is_file()
+
+
+def test_apply_without_tta_stays_plain_for_a_model_validated_without_it(classifier_checkpoint):
+    assert len(load_predictor(classifier_checkpoint).views) == 1

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from conftest import tensorboard_scalars, write_manifest_config
 from lightning.pytorch import Callback, Trainer
 
@@ -121,9 +122,17 @@ def test_probe_strategy_runs_in_cv_and_study(tmp_path, grouped_manifest):
     assert len(folds) == 2 and all(0 <= f["val/acc"] <= 1 for f in folds.values())
     assert all((tmp_path / "cv" / f"fold_{k}" / "checkpoints" / "last.ckpt").is_file() for k in range(2))
     out = tmp_path / "study"
-    main(["study", "-c", str(config), "--sizes", "all", "--strategies", "probe", "--folds", "1", "--out", str(out)])
+    main(["study", "-c", str(config), "--sizes", "all", "--strategies", "probe,probe_views", "--folds", "1",
+          "--out", str(out)])  # fmt: skip
     rows = list(csv.DictReader((out / "results.csv").open()))
-    assert [r["strategy"] for r in rows] == ["probe"] and 0 <= float(rows[0]["val_acc"]) <= 1
+    assert [r["strategy"] for r in rows] == ["probe", "probe_views"] and all(
+        0 <= float(r["val_acc"]) <= 1 for r in rows
+    )
+    # probe_views: a feature row per allowed view (8 here) of every training image, validated over the same views.
+    fitted = {run.parent.name: tensorboard_scalars(run.parent) for run in (out / "runs").rglob("events.out.tfevents.*")}
+    assert fitted["probe_views_nall_r0_f0"]["probe/rows"] == [8 * fitted["probe_nall_r0_f0"]["probe/rows"][0]]
+    hparams = {name: yaml.safe_load((out / "runs" / name / "hparams.yaml").read_text()) for name in fitted}
+    assert hparams["probe_views_nall_r0_f0"]["tta"] is True and hparams["probe_nall_r0_f0"]["tta"] is False
 
 
 class FirstValidation(Callback):

@@ -25,6 +25,8 @@ class ApplyOptions:
         overwrite: Clear a non-empty output folder first.
         tta: Test-time augmentation: average over the rotated and mirrored views the checkpoint's declared
             invariances allow (none where rotation and mirror are forbidden; the log says which are used).
+            Default: as the model was validated (``model.init_args.tta`` of its training config); ``--tta false``
+            or ``--tta true`` overrides it.
         temperature: Divide classification logits by this calibration temperature, fitted on other labelled
             images (never on the ones scored here).
         explain: Write Grad-CAM heat-map overlays of the predicted class to explain/ (classifiers).
@@ -40,7 +42,7 @@ class ApplyOptions:
     device: str = "cpu"
     batch_size: int = 8
     overwrite: bool = False
-    tta: bool = False
+    tta: bool | None = None
     temperature: float = 1.0
     explain: bool = False
     pixel_size: float | None = None

@@ -21,12 +21,15 @@ class CalibrateOptions:
             e.g. a validation fold or a held-out set; never the images whose predictions are then reported.
         out: Folder for ``calibration.json`` (temperature, ECE and NLL before/after) and ``reliability.png``.
         device: ``cpu`` or ``cuda``.
+        tta: Calibrate the view-averaged probabilities; default: as the model was validated (its ``tta``
+            setting), which is also what ``apply`` uses by default.
     """
 
     checkpoint: str
     labels: str
     out: str = "calibration"
     device: str = "cpu"
+    tta: bool | None = None
 
 
 def calibrate_command(argv: Sequence[str]) -> dict[str, Any]:
@@ -39,7 +42,7 @@ def calibrate_command(argv: Sequence[str]) -> dict[str, Any]:
         ["checkpoint"],
     )
     o = parse_options(parser, CalibrateOptions, argv)
-    predictor = load_predictor(o.checkpoint, o.device)
+    predictor = load_predictor(o.checkpoint, o.device, tta=o.tta)
     pairs = list(read_labels(Path(o.labels), predictor.class_names).items())
     report = calibrate_from_labelled_images(predictor, pairs, o.out)
     print(

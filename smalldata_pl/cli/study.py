@@ -26,15 +26,16 @@ class StudyOptions:
 
     Args:
         sizes: Images per class, comma-separated; ``all`` = no subsampling.
-        strategies: Comma-separated subset of the strategies (scratch, linear_probe, probe, full_finetune, staged,
-            staged_aug, lpft, synthetic_staged_aug). ``linear_probe`` trains the head by SGD on a frozen backbone;
-            ``probe`` fits it by logistic regression on cached features, without training epochs; ``lpft`` starts
-            the staged plan from that probe.
+        strategies: Comma-separated subset of the strategies (scratch, linear_probe, probe, probe_views,
+            full_finetune, staged, staged_aug, lpft, synthetic_staged_aug). ``linear_probe`` trains the head by SGD
+            on a frozen backbone; ``probe`` fits it by logistic regression on cached features, without training
+            epochs; ``probe_views`` fits it on every label-preserving view and validates with test-time
+            augmentation; ``lpft`` starts the staged plan from the probe.
         repeats: Random subsamples per size.
         folds: Folds evaluated per subsample; default all.
         plan: ``unfreeze_at`` of the staged strategies.
         staged_args: Other StagedUnfreezing arguments.
-        probe_args: LinearProbe arguments of ``probe`` and ``lpft``, e.g. ``{"C": "cv", "views": "invariances"}``.
+        probe_args: LinearProbe arguments of ``probe``, ``probe_views`` and ``lpft``, e.g. ``{"C": "cv"}``.
         shard: Run only every n-th point starting at i (``i/n``): n processes, machines or array tasks share
             one ``out``.
         synthetic_encoder: Encoder file for ``synthetic_staged_aug``.

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 # Each strategy is a set of `smalldata fit` overrides applied on top of the study's config; {probe} and {staged}
 # become a StagedUnfreezing callback that never unfreezes or follows the plan, {fitted_probe} a LinearProbe that
 # fits the head by logistic regression and stops (no training epochs), {lpft} that probe followed by {staged}.
+# ``probe_views`` is that probe on every view the DataModule's invariances allow (up to 8 feature rows per image),
+# validated with test-time augmentation over the same views (configs/probe_views_efficientnet_lite0_offline.yaml).
 STRATEGIES: dict[str, list[str]] = {
     "scratch": ["--model.init_args.pretrained=false", "--trainer.callbacks=[]", "--data.init_args.augmentation=none"],
     "linear_probe": ["--trainer.callbacks={probe}", "--data.init_args.augmentation=none"],
@@ -25,6 +27,12 @@ STRATEGIES: dict[str, list[str]] = {
         "--trainer.callbacks={fitted_probe}",
         "--data.init_args.augmentation=none",
         "--trainer.check_val_every_n_epoch=1",
+    ],
+    "probe_views": [
+        "--trainer.callbacks={fitted_probe_views}",
+        "--data.init_args.augmentation=none",
+        "--trainer.check_val_every_n_epoch=1",
+        "--model.init_args.tta=true",
     ],
     "full_finetune": ["--trainer.callbacks=[]", "--data.init_args.augmentation=none"],
     "staged": ["--trainer.callbacks={staged}", "--data.init_args.augmentation=none"],
@@ -47,21 +55,23 @@ def strategy_callbacks(plan: list[int], staged_args: dict, probe_args: dict | No
     Args:
         plan: ``unfreeze_at`` of the staged strategies.
         staged_args: Other StagedUnfreezing arguments.
-        probe_args: LinearProbe arguments of ``probe`` and ``lpft`` (``C``, ``views`` …) besides ``probe_only``.
+        probe_args: LinearProbe arguments of ``probe``, ``probe_views`` and ``lpft`` (``C``, ``views`` …) besides
+            ``probe_only``; ``probe_views`` always uses ``views: invariances``.
     """
 
     def staged(unfreeze_at: list[int]) -> dict:
         init_args = {**staged_args, "unfreeze_at": unfreeze_at}
         return {"class_path": "smalldata_pl.callbacks.StagedUnfreezing", "init_args": init_args}
 
-    def fitted(probe_only: bool) -> dict:
-        init_args = {**(probe_args or {}), "probe_only": probe_only}
+    def fitted(probe_only: bool, **fixed: str) -> dict:
+        init_args = {**(probe_args or {}), **fixed, "probe_only": probe_only}
         return {"class_path": "smalldata_pl.callbacks.LinearProbe", "init_args": init_args}
 
     return {
         "probe": json.dumps([staged([])]),
         "staged": json.dumps([staged(plan)]),
         "fitted_probe": json.dumps([fitted(True)]),
+        "fitted_probe_views": json.dumps([fitted(True, views="invariances")]),
         "lpft": json.dumps([fitted(False), staged(plan)]),
     }
 

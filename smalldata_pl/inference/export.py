@@ -1,6 +1,7 @@
 """A trained checkpoint as one portable file: ONNX or TorchScript, with its preprocessing record inside."""
 
 import json
+import logging
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,6 +12,8 @@ import torch
 
 from smalldata_pl.inference.predictor import load_predictor
 from smalldata_pl.tasks.base import TransferModule
+
+log = logging.getLogger(__name__)
 
 ExportFormat = Literal["onnx", "torchscript"]
 SUFFIXES: dict[str, str] = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -64,8 +67,15 @@ def export_model(checkpoint: str | Path, out: str | Path, format: ExportFormat =
     """
     if format not in SUFFIXES:
         raise ValueError(f"format must be one of {sorted(SUFFIXES)}, got {format!r}")
-    predictor = load_predictor(checkpoint)
+    predictor = load_predictor(checkpoint, tta=False)
     model, preprocessing = predictor.model.eval(), predictor.preprocessing
+    if model.hparams.get("tta"):
+        # The graph is the network on one view; the score the model was validated with averaged several.
+        log.warning(
+            "%s was validated with test-time augmentation; the exported model scores one view: average its softmax "
+            "over the views of preprocessing['invariances'] (rotations and/or mirrors) to match it",
+            checkpoint,
+        )
     inputs = _inputs(model, preprocessing)
     record: dict[str, Any] = {
         "format": format,

@@ -249,7 +249,7 @@ def load_predictor(
     checkpoint: str | Path,
     device: str = "cpu",
     batch_size: int = 8,
-    tta: bool = False,
+    tta: bool | None = None,
     temperature: float = 1.0,
     pixel_size: float | None = None,
 ) -> Predictor:
@@ -259,7 +259,8 @@ def load_predictor(
         checkpoint: A checkpoint of ``smalldata fit``.
         device: Where to run the model.
         batch_size: Tiles per forward pass.
-        tta: Test-time augmentation over the views the checkpoint's declared invariances allow.
+        tta: Test-time augmentation over the views the checkpoint's declared invariances allow; ``None`` does
+            what the model was validated with (its ``tta`` setting).
         temperature: Divides classification logits before the softmax (a fitted calibration temperature).
         pixel_size: Micrometres per pixel of every image, preferred to the files' metadata.
 
@@ -280,4 +281,7 @@ def load_predictor(
         raise ValueError(f"{path} holds a {class_name}; `apply` takes micrograph classifiers and segmenters")
     # pretrained=False: the checkpoint holds every weight, so no weights file or download is needed to rebuild.
     model = task.load_from_checkpoint(path, map_location="cpu", pretrained=False)
+    if tta is None:
+        # A model validated with TTA (e.g. the probe fitted on every view) is only as good as measured with it.
+        tta = bool(model.hparams.get("tta", False))
     return Predictor(model, preprocessing, device, batch_size, tta=tta, temperature=temperature, pixel_size=pixel_size)

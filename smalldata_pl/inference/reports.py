@@ -38,7 +38,7 @@ def apply_to_images(
     device: str = "cpu",
     batch_size: int = 8,
     overwrite: bool = False,
-    tta: bool = False,
+    tta: bool | None = None,
     temperature: float = 1.0,
     explain: bool = False,
     pixel_size: float | None = None,
@@ -53,7 +53,8 @@ def apply_to_images(
         device: Where to run the model.
         batch_size: Tiles per forward pass.
         overwrite: Clear a non-empty ``out`` first.
-        tta: Average over the test-time augmentation views the checkpoint's invariances allow.
+        tta: Average over the test-time augmentation views the checkpoint's invariances allow; ``None``: as the
+            model was validated (its ``tta`` setting).
         temperature: Divide classification logits by this fitted calibration temperature.
         explain: Write Grad-CAM heat-map overlays of the predicted class to ``explain/`` (classification).
         pixel_size: Micrometres per pixel of every image, preferred to the files' metadata.
