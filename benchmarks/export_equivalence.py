@@ -20,7 +20,7 @@ import onnxruntime
 import torch
 
 from smalldata_pl.datamodules import UHCS3
-from smalldata_pl.inference.export import export_model
+from smalldata_pl.inference.export import INPUT_NAME, OUTPUT_NAME, export_model
 from smalldata_pl.tasks import MicrographClassifier
 
 
@@ -49,7 +49,7 @@ def main() -> None:
     images = [dataset[i]["image"][None] for i in range(len(dataset))]
     runners = {
         "pytorch": lambda x: model(x).numpy(),
-        "onnxruntime": lambda x: session.run(["logits"], {"image": x.numpy()})[0],
+        "onnxruntime": lambda x: session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0],
         "torchscript": lambda x: scripted(x).numpy(),
     }
     logits: dict[str, list[np.ndarray]] = {name: [] for name in runners}

@@ -21,7 +21,6 @@ an interrupted run resumes) and the table is printed.
 """
 
 import argparse
-import csv
 import json
 import platform
 import subprocess
@@ -29,7 +28,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from smalldata_pl.datasets.folder import read_manifest
+from smalldata_pl.evaluation.summary import final_metrics
+from smalldata_pl.io.tables import write_csv
 
 CONFIG = "configs/segmentation/superalloy_imagenet.yaml"
 SYNTHETIC = Path("benchmarks/runs/super1_adapted/adabn_only/version_0/checkpoints/adabn.ckpt")
@@ -41,8 +43,7 @@ def split_manifest(root: Path, out: Path, images: int, seed: int) -> tuple[Path,
     """A manifest for one point and the name of its split (rows tagged ``<split>:train|val|test``)."""
     if images == 1:
         return root / "manifest.csv", "Super3"  # the upstream one-shot split, as published
-    with (root / "manifest.csv").open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    rows = read_manifest(root / "manifest.csv", required=("image", "mask", "group", "official_splits"))
 
     def tagged(tag: str) -> list[dict]:
         return [r for r in rows if tag in r["official_splits"].split(";")]
@@ -58,30 +59,19 @@ def split_manifest(root: Path, out: Path, images: int, seed: int) -> tuple[Path,
         chosen.append(members[rng.integers(len(members))])
     name = f"Draw{images}x{seed}"
     parts = {"train": chosen, "val": tagged("Super1:val"), "test": tagged("Super1:test")}
-    manifest = out / f"{name}.csv"
-    with manifest.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["image", "mask", "group", "official_splits"])
-        writer.writeheader()
-        for part, members in parts.items():
-            for r in members:
-                writer.writerow(
-                    {
-                        "image": str(root / r["image"]),
-                        "mask": str(root / r["mask"]),
-                        "group": r["group"],
-                        "official_splits": f"{name}:{part}",
-                    }
-                )
+    written = [
+        {"image": str(root / r["image"]), "mask": str(root / r["mask"]), "group": r["group"],
+         "official_splits": f"{name}:{part}"}
+        for part, members in parts.items()
+        for r in members
+    ]  # fmt: skip
+    manifest = write_csv(out / f"{name}.csv", written, ["image", "mask", "group", "official_splits"])
     return manifest, name
 
 
 def test_scalars(run_dir: Path) -> dict[str, float]:
-    events = sorted(run_dir.rglob("events.out.tfevents.*"))
-    if not events:
-        raise FileNotFoundError(f"no TensorBoard events under {run_dir}")
-    accumulator = EventAccumulator(str(events[-1].parent))
-    accumulator.Reload()
-    return {m: accumulator.Scalars(m)[-1].value for m in METRICS if m in accumulator.Tags()["scalars"]}
+    """The last value of each of METRICS that the test run logged."""
+    return {m: v for m, v in final_metrics(run_dir, prefix="test/").items() if m in METRICS}
 
 
 def run_point(root: Path, out: Path, images: int, seed: int, init: str, encoder: Path, max_epochs: int) -> dict:

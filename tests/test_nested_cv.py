@@ -7,7 +7,8 @@ import pytest
 from conftest import tensorboard_scalars, write_manifest_config
 
 from smalldata_pl.cli import main
-from smalldata_pl.cli.nested_cv import listed_candidates
+from smalldata_pl.cli.nested_cv import NestedCrossValidationOptions
+from smalldata_pl.cli.options import listed_values
 from smalldata_pl.datasets.splits import fold_indices
 from smalldata_pl.evaluation.nested_cv import candidates_from_files, restrict
 
@@ -108,6 +109,9 @@ def test_nested_cv_chooses_on_inner_folds_scores_outside_and_resumes(tmp_path, g
 
 
 def test_candidates_are_listed_checked_and_named(tmp_path):
+    def listed_candidates(argv: list[str]) -> list[str]:
+        return listed_values(argv, NestedCrossValidationOptions)
+
     assert listed_candidates(["-c", "x.yaml", "--candidates", "a.yaml", "b.yaml", "--inner_folds", "2"]) == [
         "-c",
         "x.yaml",

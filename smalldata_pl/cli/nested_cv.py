@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from smalldata_pl.cli.options import listed_values, training_command
+from smalldata_pl.cli.options import training_command
 from smalldata_pl.evaluation.nested_cv import candidates_from_files, format_report, run_nested_cv
 
 
@@ -44,12 +44,3 @@ def nested_cv_command(argv: Sequence[str]) -> dict:
     print(format_report(report))
     print(f"report: {cv_dir / 'nested_cv.json'}, nested_cv.csv, nested_cv_summary.csv")
     return report
-
-
-def listed_candidates(argv: Sequence[str]) -> list[str]:
-    """``--candidates a.yaml b.yaml`` becomes ``--candidates=["a.yaml", "b.yaml"]``, the list jsonargparse reads.
-
-    Every list option of the framework's commands is read this way (:func:`~smalldata_pl.cli.options.listed_values`);
-    kept for code that calls it.
-    """
-    return listed_values(argv, NestedCrossValidationOptions)

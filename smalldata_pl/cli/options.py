@@ -5,7 +5,7 @@ import json
 import types
 import typing
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
@@ -105,12 +105,11 @@ def _is_list(kind: object) -> bool:
 BOOLEAN_WORDS = {"true", "false", "yes", "no", "1", "0"}
 
 
-def _is_bool(kind: Any) -> bool:
-    """Whether a dataclass field type is ``bool`` or ``bool | None``."""
-    if kind in (bool, "bool", "bool | None"):
-        return True
-    members = typing.get_args(kind) if typing.get_origin(kind) in (typing.Union, types.UnionType) else ()
-    return bool(members) and set(members) == {bool, type(None)}
+def _is_bool(kind: object) -> bool:
+    """Whether a field of type ``kind`` is a switch: ``bool``, or ``bool | None``."""
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        return set(typing.get_args(kind)) == {bool, type(None)}
+    return kind is bool
 
 
 def bare_switches(argv: Sequence[str], options: type) -> list[str]:
@@ -119,7 +118,7 @@ def bare_switches(argv: Sequence[str], options: type) -> list[str]:
     jsonargparse wants a value after every boolean flag; people type switches. Optional booleans (``bool | None``,
     where ``None`` means "as the model says") are switches too.
     """
-    switches = {f"--{f.name}" for f in dataclasses.fields(options) if _is_bool(f.type)}
+    switches = {f"--{name}" for name, kind in typing.get_type_hints(options).items() if _is_bool(kind)}
     out: list[str] = []
     for i, arg in enumerate(argv):
         out.append(arg)

@@ -1,7 +1,7 @@
 """Real image/mask pairs from a manifest: checked masks, random training crops, whole-image evaluation."""
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -13,7 +13,13 @@ from typing_extensions import override
 
 from smalldata_pl.datamodules.base import MicrographDataModule
 from smalldata_pl.datasets.folder import MicrographFolderDataset, Record, resolve_image_set, unlabelled_records
-from smalldata_pl.datasets.segmentation import MaskRecord, SegmentationDataset, check_records, read_mask_manifest
+from smalldata_pl.datasets.segmentation import (
+    MaskRecord,
+    SegmentationDataset,
+    check_records,
+    read_mask_manifest,
+    source_image,
+)
 from smalldata_pl.datasets.splits import check_no_group_leak, fold_indices
 from smalldata_pl.transforms.invariances import LabelInvariances
 from smalldata_pl.transforms.pipeline import IGNORE_INDEX, ImagePipeline
@@ -82,20 +88,18 @@ class SegmentationFolder(MicrographDataModule):
         self.official_split, self.num_folds, self.fold = official_split, num_folds, fold
         self.train_limit = train_limit
         self.crops_per_image = crops_per_image
-        self.records = self._resolved(read_mask_manifest(self.manifest, self.root), lambda r: r.image)
+        self.records = self._resolved(read_mask_manifest(self.manifest, self.root))
         self.split = "group"
         self._image_sizes: dict[MaskRecord, tuple[int, int]] = {}  # records already checked: setup runs per stage
         held_out = Path(test_manifest).expanduser() if test_manifest else None
-        self.held_out = (
-            self._resolved(read_mask_manifest(held_out, held_out.parent), lambda r: r.image) if held_out else None
-        )
+        self.held_out = self._resolved(read_mask_manifest(held_out, held_out.parent)) if held_out else None
         self.unlabelled = resolve_image_set(predict_root, predict_manifest, "predict")
 
-    def _resolved(self, records: Sequence[RecordT], image: Callable[[RecordT], Path]) -> list[RecordT]:
+    def _resolved(self, records: Sequence[RecordT]) -> list[RecordT]:
         """The records with each image's pixel size (manifest first, then metadata) and data-bar height."""
         resolved = []
         for record in records:
-            pixel_size, bar = self.physical_scale.resolve(image(record), record.pixel_size)
+            pixel_size, bar = self.physical_scale.resolve(source_image(record), record.pixel_size)
             resolved.append(replace(record, pixel_size=pixel_size, data_bar=bar))
         return resolved
 
@@ -135,7 +139,7 @@ class SegmentationFolder(MicrographDataModule):
         )
         self.predict_dataset = self.test_dataset
         if stage == "predict" and self.unlabelled is not None:
-            records = self._resolved(unlabelled_records(*self.unlabelled), lambda r: r.path)
+            records = self._resolved(unlabelled_records(*self.unlabelled))
             self.check_pixel_sizes([(r.path, r.pixel_size) for r in records])
             self.predict_dataset = MicrographFolderDataset(records, evaluate, self.seed, scale)
 

@@ -10,7 +10,7 @@ import numpy as np
 from tqdm import tqdm
 
 from smalldata_pl.datasets.folder import Record
-from smalldata_pl.datasets.segmentation import MaskRecord, read_mask
+from smalldata_pl.datasets.segmentation import MaskRecord, read_mask, source_image
 from smalldata_pl.generators.grains import GRAIN_MORPHOLOGIES
 from smalldata_pl.generators.imaging import IMAGING_PRESETS
 from smalldata_pl.generators.renderers import GrainBoundaryRenderer, GrainClassRenderer, PrecipitateRenderer, Renderer
@@ -62,7 +62,7 @@ def write_augmented(
     masks = all(isinstance(r, MaskRecord) for r in records)
     if not masks and not all(isinstance(r, Record) for r in records):
         raise TypeError("records must be all labelled records or all image/mask records")
-    sources = [r.image if isinstance(r, MaskRecord) else r.path for r in records]
+    sources = [source_image(r) for r in records]
     prepare_output(out, overwrite, sources)
     stems = _unique_stems(sources, root)
     rows = []

@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from smalldata_pl.datasets.folder import manifest_pixel_size, read_manifest
+from smalldata_pl.datasets.folder import Record, manifest_pixel_size, read_manifest
 from smalldata_pl.datasets.sampling import split_key
 from smalldata_pl.io.images import read_image
 from smalldata_pl.transforms.pipeline import ImagePipeline, PhysicalScale, sample_seed
@@ -24,6 +24,11 @@ class MaskRecord:
     splits: str = ""
     pixel_size: float | None = None  # µm per pixel: the manifest's, or the file's metadata once resolved
     data_bar: int = 0  # rows of instrument data bar at the bottom of image and mask, cropped before anything else
+
+
+def source_image(record: Record | MaskRecord) -> Path:
+    """The image file of a labelled record (``path``) or of an image/mask pair (``image``)."""
+    return record.image if isinstance(record, MaskRecord) else record.path
 
 
 def read_mask(path: Path, num_classes: int, image_shape: tuple[int, ...], image_path: Path) -> np.ndarray:

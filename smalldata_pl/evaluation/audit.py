@@ -8,7 +8,7 @@ from tqdm import tqdm
 
 from smalldata_pl.datasets.folder import Record
 from smalldata_pl.datasets.leakage import THRESHOLD, find_duplicates, signature
-from smalldata_pl.datasets.segmentation import MaskRecord
+from smalldata_pl.datasets.segmentation import MaskRecord, source_image
 from smalldata_pl.datasets.splits import GroupLeakError, SplitKind, check_no_group_leak, fold_indices
 from smalldata_pl.io.images import read_image
 from smalldata_pl.transforms.pipeline import PhysicalScale
@@ -72,7 +72,7 @@ def audit_splits(
     Images are fingerprinted without their data bar (``scale``'s crop, else the record's own ``data_bar``): the
     bar is alike in every image of an instrument and would make unrelated micrographs look like copies.
     """
-    paths = [image_path(r) for r in records]
+    paths = [source_image(r) for r in records]
     signatures = [
         signature(_without_data_bar(r, p, scale))
         for r, p in tqdm(list(zip(records, paths, strict=True)), desc="fingerprinting", unit="image")
@@ -96,11 +96,6 @@ def audit_splits(
                 }
             )
     return rows
-
-
-def image_path(record: Record | MaskRecord) -> Path:
-    """The image file of a labelled record or of an image/mask pair."""
-    return record.image if isinstance(record, MaskRecord) else record.path
 
 
 def _without_data_bar(record: Record | MaskRecord, path: Path, scale: PhysicalScale | None) -> np.ndarray:

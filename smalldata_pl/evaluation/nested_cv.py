@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from smalldata_pl.datasets.folder import Record
+from smalldata_pl.datasets.segmentation import MaskRecord, source_image
 from smalldata_pl.evaluation.progress import RunProgress
 from smalldata_pl.evaluation.runs import Run, RunFactory
 from smalldata_pl.evaluation.summary import STATISTICS, format_summary, summarize
@@ -221,9 +223,8 @@ def source_files(dataset: Any) -> list[tuple[str, str]]:
     return [_file_and_group(r) for r in source_records(dataset)]
 
 
-def _file_and_group(record: Any) -> tuple[str, str]:
-    # Classification records name the image `path`, segmentation records `image` (beside their `mask`).
-    return str(getattr(record, "path", None) or record.image), str(record.group)
+def _file_and_group(record: Record | MaskRecord) -> tuple[str, str]:
+    return str(source_image(record)), str(record.group)
 
 
 def _selection(base: Run, metric: str | None, mode: Mode | None) -> tuple[str, Mode]:
