@@ -3,7 +3,7 @@
     python benchmarks/tbm_figure.py [--run benchmarks/runs/tbm_lite0_20]
         (after tbm_sim_to_real.py --backbone efficientnet_lite0 ... --configs tint_etched real_labels --out RUN)
 
-The tiles are the first tile of the first three micrographs (sorted by group name) of half B, which fold A scores:
+The tiles are the first tile of the first three micrographs (sorted by group name) that the run's fold A scored:
 picked by name, not by score. Each model predicts as it was scored, at the inference scale and threshold that
 fold A chose on half A's labels: ``tint_etched`` (synthetic labels only) and ``real_labels`` (trained on half
 A's real masks). Every panel shows the one-pixel skeleton that the boundary F1 scores.
@@ -16,24 +16,18 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 from skimage.color import rgb2gray
-from skimage.filters import gaussian, sobel, threshold_otsu
+from skimage.filters import gaussian
 from skimage.morphology import skeletonize
 
 matplotlib.use("agg")
 import matplotlib.pyplot as plt
-from tbm_sim_to_real import Tile, make_folds, probabilities, read_tiles
+from tbm_baselines import BASELINES
+from tbm_sim_to_real import Tile, probabilities, read_tiles
 
 from smalldata_pl.inference.metallography import score_boundaries
 from smalldata_pl.tasks import MicrographSegmenter
 
 MODELS = {"synthetic labels only": "tint_etched", "real labels (other half)": "real_labels"}
-
-
-class _Evaluation:
-    """What :func:`pipeline_of` reads of a DataModule: channels and the evaluation size."""
-
-    def __init__(self, model: MicrographSegmenter) -> None:
-        self.in_chans = model.hparams["in_chans"]
 
 
 def predicted(run: Path, config: str, tiles: list[Tile]) -> list[np.ndarray]:
@@ -42,12 +36,7 @@ def predicted(run: Path, config: str, tiles: list[Tile]) -> list[np.ndarray]:
     # weights_only=False: the benchmark's own files, whose callback state holds a Path.
     model = MicrographSegmenter.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False).eval()
     size = None if fold["scale"] == "native" else 128  # the benchmark's synthetic image size, its "model" scale
-    return [p >= fold["threshold"] for p in probabilities(model, _Evaluation(model), tiles, size)]
-
-
-def sobel_otsu(tile: Tile) -> np.ndarray:
-    edges = sobel(gaussian(rgb2gray(tile.image), 1.5))
-    return edges > threshold_otsu(edges)
+    return [p >= fold["threshold"] for p in probabilities(model, tiles, size)]
 
 
 def main() -> None:
@@ -56,11 +45,11 @@ def main() -> None:
     parser.add_argument("--run", type=Path, default=Path("benchmarks/runs/tbm_lite0_20"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/tbm_sim_to_real.png"))
     args = parser.parse_args()
-    root = args.root.resolve()
-    fold = make_folds(read_tiles(root), root, args.run, seed=0)[0]  # fold A: tunes on half A, scores half B
-    groups = sorted({t.group for t in fold.evaluate})[:3]
-    tiles = [next(t for t in fold.evaluate if t.group == g) for g in groups]
-    columns = {"truth": [t.mask for t in tiles], "Sobel > Otsu, σ 1.5": [sobel_otsu(t) for t in tiles]}
+    scored = json.loads((args.run / "results.json").read_text())["scored_groups"]["A"]  # fold A tuned on half A
+    every = read_tiles(args.root.resolve())
+    tiles = [next(t for t in every if t.group == g) for g in sorted(scored)[:3]]
+    sobel_otsu = [BASELINES["sobel"](gaussian(rgb2gray(t.image), 1.5)) for t in tiles]  # the baseline's best σ
+    columns = {"truth": [t.mask for t in tiles], "Sobel > Otsu, σ 1.5": sobel_otsu}
     columns |= {name: predicted(args.run, config, tiles) for name, config in MODELS.items()}
     figure, axes = plt.subplots(len(tiles), len(columns) + 1, figsize=(3 * (len(columns) + 1), 3 * len(tiles)))
     for row, tile in enumerate(tiles):

@@ -204,19 +204,22 @@ def train(config: str, fold: Fold | None, args: argparse.Namespace, folder: Path
     return model, data
 
 
-def pipeline_of(data: Any, size: int | None) -> ImagePipeline:
-    mean, std = (data.mean, data.std) if hasattr(data, "mean") else normalization_stats(data.in_chans)
-    return ImagePipeline(data.in_chans, size, None, mean, std, resize="shortest_side", train=False)
+def pipeline_of(model: MicrographSegmenter, size: int | None) -> ImagePipeline:
+    """The model's evaluation pipeline at ``size``: every DataModule here normalises with the ImageNet statistics
+    for the model's input channels, so the model alone defines it."""
+    in_chans = model.hparams["in_chans"]
+    mean, std = normalization_stats(in_chans)
+    return ImagePipeline(in_chans, size, None, mean, std, resize="shortest_side", train=False)
 
 
 @torch.no_grad()
-def probabilities(model: MicrographSegmenter, data: Any, tiles: list[Tile], size: int | None) -> list[np.ndarray]:
+def probabilities(model: MicrographSegmenter, tiles: list[Tile], size: int | None) -> list[np.ndarray]:
     """Boundary probability of every tile at its native size, the model seeing the tile at ``size`` (None: native).
 
     Maps are cached on the model per scale, so a target-free model shared by both folds predicts each tile once.
     """
     cache = model.__dict__.setdefault("_tbm_maps", {}).setdefault(size, {})
-    pipeline = pipeline_of(data, size)
+    pipeline = pipeline_of(model, size)
     missing = [t for t in tiles if t.path not in cache]
     for start in range(0, len(missing), 8):
         batch = missing[start : start + 8]
@@ -227,9 +230,9 @@ def probabilities(model: MicrographSegmenter, data: Any, tiles: list[Tile], size
     return [cache[t.path] for t in tiles]
 
 
-def adabn(model: MicrographSegmenter, data: Any, tiles: list[Tile], size: int | None) -> None:
+def adabn(model: MicrographSegmenter, tiles: list[Tile], size: int | None) -> None:
     """AdaBN on the tuning half at the inference scale (as the AdaptiveBatchNorm callback does at image_size)."""
-    pipeline = pipeline_of(data, size)
+    pipeline = pipeline_of(model, size)
     records = [Record(t.path, -1, t.group) for t in tiles]
     loader = DataLoader(MicrographFolderDataset(records, pipeline), batch_size=8)
     adapt_batch_norm(model, (batch["image"] for batch in loader))
@@ -239,7 +242,7 @@ def scores(maps: list[np.ndarray], tiles: list[Tile], threshold: float) -> dict[
     return score_boundaries([m >= threshold for m in maps], [t.mask for t in tiles]).as_dict()
 
 
-def evaluate(config: str, model: MicrographSegmenter, data: Any, fold: Fold, args: argparse.Namespace) -> dict:
+def evaluate(config: str, model: MicrographSegmenter, fold: Fold, args: argparse.Namespace) -> dict:
     """Tune scale and threshold on the fold's tuning half, score its evaluation half with them and by default."""
     # Native scale costs four times the model scale's inference: only tried for the target-free synthetic models
     # (the adaptations, scale matching above all, are built for the model scale); real labels train at native scale.
@@ -254,10 +257,10 @@ def evaluate(config: str, model: MicrographSegmenter, data: Any, fold: Fold, arg
         model.load_state_dict(state)
         if ADAPTATIONS.get(config, {}).get("adabn"):
             model.__dict__.pop("_tbm_maps", None)  # new statistics, new maps
-            adabn(model, data, fold.tune, size)
-        tune_maps = probabilities(model, data, fold.tune, size)
+            adabn(model, fold.tune, size)
+        tune_maps = probabilities(model, fold.tune, size)
         tuning.update({(scale, t): scores(tune_maps, fold.tune, t)["f1"] for t in THRESHOLDS})
-        held_out[scale] = probabilities(model, data, fold.evaluate, size)
+        held_out[scale] = probabilities(model, fold.evaluate, size)
     model.load_state_dict(state)
     if ADAPTATIONS.get(config, {}).get("adabn"):
         model.__dict__.pop("_tbm_maps", None)  # the maps of adapted statistics belong to this fold only
@@ -345,7 +348,7 @@ def main() -> None:
                 model, data = train(config, None if target_free else fold, args, args.out / "fits" / config / fold.name)
                 if target_free:
                     shared[key] = (model, data)
-            fold.results[config] = evaluate(config, model, data, fold, args)
+            fold.results[config] = evaluate(config, model, fold, args)
             details[fold.name] = {"base": fold.base, **fold.results[config]["tuned"]}
             if isinstance(getattr(data, "target_scale", None), float):
                 details[fold.name]["target_scale"] = data.target_scale
