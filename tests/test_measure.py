@@ -12,6 +12,7 @@ from skimage.draw import disk
 from smalldata_pl.cli import main
 from smalldata_pl.inference.metallography import (
     astm_grain_size_number,
+    drop_boundary_fragments,
     measure_grains,
     measure_phases,
     score_boundaries,
@@ -56,6 +57,28 @@ def test_min_grain_area_merges_holes_in_a_wide_boundary():
     mask[36, 20] = False  # a one-pixel hole inside a boundary band
     assert measure_grains(mask).grains == measure_grains(mask, min_grain_area=4).grains + 1
     assert measure_grains(mask, min_grain_area=4).mean_area == pytest.approx(256, rel=0.02)
+
+
+def test_isolated_short_fragments_are_dropped_but_the_network_and_long_pieces_stay(tmp_path):
+    grid = square_grid(16, 64)
+    pit, scratch, spur = (np.zeros_like(grid) for _ in range(3))
+    pit[10:12, 10:12] = True  # an etch pit inside a grain: 2 x 2 px
+    scratch[40, 23:29] = True  # a 6 px scratch segment inside a grain, crossed by the test line of column 24
+    spur[52:55, 52] = True  # a 3 px spur attached to the network is part of it
+    specks = grid | pit | scratch | spur
+    assert np.array_equal(drop_boundary_fragments(specks, 8), grid | spur)
+    assert np.array_equal(drop_boundary_fragments(specks, 6), grid | spur | scratch)
+    assert np.array_equal(drop_boundary_fragments(specks, 0), specks)  # 0 keeps every piece
+    # the scratch adds a false Heyn crossing; dropping it gives the grid's own intercept back
+    assert measure_grains(specks).intercepts.mean < measure_grains(grid).intercepts.mean
+    assert measure_grains(specks, min_fragment=8).intercepts.mean == measure_grains(grid).intercepts.mean
+    write_label_image(tmp_path / "specks.png", specks.astype(np.uint8))
+    for kept, (option, intercept) in enumerate(
+        ((["--min-fragment", "8"], 16.0), ([], measure_grains(specks).intercepts.mean))
+    ):
+        main(["measure", str(tmp_path / "specks.png"), "--out", str(tmp_path / f"out{kept}"), *option])
+        (row,) = _rows(tmp_path / f"out{kept}" / "measurements.csv")
+        assert float(row["mean_intercept_px"]) == pytest.approx(intercept)
 
 
 def test_no_boundary_is_one_edge_grain_without_intercept():

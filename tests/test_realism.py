@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import write_image
+from scipy import ndimage
 
 from smalldata_pl.cli import main
 from smalldata_pl.datamodules import SyntheticGrainBoundaries
@@ -90,6 +91,57 @@ def test_twins_are_drawn_inside_grains_and_are_not_boundary():
     assert micrograph.twins.any()
     untwinned = render_specimen(np.random.default_rng(1), (96, 96), MORPHOLOGY, resolve_style(QUIET), CLEAN)
     assert np.array_equal(micrograph.boundaries, untwinned.boundaries)
+
+
+@pytest.mark.parametrize("colour", [True, False])
+def test_etch_drift_changes_colour_gradually_inside_grains_and_leaves_labels_and_other_draws_alone(colour: bool):
+    def render(drift: float):
+        style = resolve_style({**QUIET, "colour": colour, "etch_drift": drift})
+        return render_specimen(np.random.default_rng(2), (128, 128), MORPHOLOGY, style, CLEAN)
+
+    plain, drifted = render(0.0), render(0.3)
+    assert np.array_equal(plain.instances, drifted.instances) and np.array_equal(plain.boundaries, drifted.boundaries)
+    change = (drifted.image - plain.image).reshape(128, 128, -1)
+    interior = ndimage.binary_erosion(~plain.boundaries, iterations=3)
+    assert change[interior].std() > 0.03  # the drift is visible ...
+    # ... but gradual: neighbouring interior pixels change alike (a step would look like a boundary)
+    step = np.abs(np.diff(change, axis=1))[interior[:, 1:] & interior[:, :-1]]
+    assert step.mean() < 0.1 * change[interior].std()
+    grain_spread = [
+        drifted.image.reshape(128, 128, -1)[(drifted.instances == g) & interior].std(axis=0).mean()
+        for g in np.unique(drifted.instances[interior])
+    ]
+    plain_spread = [
+        plain.image.reshape(128, 128, -1)[(plain.instances == g) & interior].std(axis=0).mean()
+        for g in np.unique(plain.instances[interior])
+    ]
+    assert np.median(grain_spread) > 1.5 * np.median(plain_spread)  # colour varies inside each grain
+
+
+def test_preferred_orientation_makes_neighbouring_grains_etch_alike_and_leaves_labels_alone():
+    def alike_neighbours(share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """Whether each pair of touching grains has nearly one colour (summed RGB difference under 0.1)."""
+        style = resolve_style({**QUIET, "colour": True, "preferred_orientation": share, "shading": 0, "relief": 0})
+        micrograph = render_specimen(np.random.default_rng(seed), (128, 128), MORPHOLOGY, style, CLEAN)
+        grains, image = micrograph.instances, micrograph.image.reshape(-1, 3)
+        interior = ndimage.binary_erosion(~micrograph.boundaries, iterations=2).ravel()
+        colours = np.stack(
+            [image[interior & (grains.ravel() == g)].mean(axis=0) for g in np.unique(grains.ravel()[interior])]
+        )
+        ids = np.unique(grains.ravel()[interior])
+        pairs = np.unique(np.sort(np.stack([grains[:, :-1].ravel(), grains[:, 1:].ravel()], 1), axis=1), axis=0)
+        pairs = pairs[(pairs[:, 0] != pairs[:, 1]) & np.isin(pairs, ids).all(axis=1)]
+        first, second = np.searchsorted(ids, pairs[:, 0]), np.searchsorted(ids, pairs[:, 1])
+        return np.abs(colours[first] - colours[second]).sum(axis=1) < 0.1, micrograph.boundaries
+
+    random, textured = [], []
+    for seed in range(3):
+        (alike, boundaries), (textured_alike, textured_boundaries) = (alike_neighbours(s, seed) for s in (0.0, 1.0))
+        assert np.array_equal(boundaries, textured_boundaries)  # the label is untouched
+        random.append(alike)
+        textured.append(textured_alike)
+    # random orientations rarely give two touching grains one colour; a textured specimen often does
+    assert np.concatenate(random).mean() < 0.05 and np.concatenate(textured).mean() > 0.15
 
 
 def test_specimens_are_a_pure_function_of_the_seed_and_flat_is_todays_look():

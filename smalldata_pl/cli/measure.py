@@ -27,6 +27,9 @@ class MeasureOptions:
         line_spacing: Heyn test lines on every this-many-th row and column of the boundary skeleton.
         min_grain_area: Grain interiors of fewer pixels are taken for holes in a wide boundary (annotation or
             prediction noise) and merged into the grains around them; 0 keeps every one.
+        min_fragment: Isolated boundary pieces whose skeleton is shorter than this many pixels (etch pits,
+            scratch segments, noise in a predicted mask) close no grain and are dropped before measuring; 0
+            keeps every piece.
         overwrite: Clear a non-empty output folder first.
     """
 
@@ -38,6 +41,7 @@ class MeasureOptions:
     class_names: list[str] | None = None
     line_spacing: int = LINE_SPACING
     min_grain_area: int = 0
+    min_fragment: int = 0
     overwrite: bool = False
 
 
@@ -62,6 +66,7 @@ def measure_command(argv: Sequence[str]) -> Path:
         o.class_names,
         o.line_spacing,
         o.min_grain_area,
+        o.min_fragment,
         overwrite=o.overwrite,
     )
     print(summary)

@@ -69,14 +69,18 @@ def render_specimen(
     """
     if style.is_flat:
         return render_grain_micrograph(rng, shape, morphology, imaging)
-    children = [np.random.default_rng(seed) for seed in rng.integers(0, 2**63 - 1, 5 + len(ARTEFACTS))]
-    style_rng, tessellation_rng, texture_rng, decoration_rng, imaging_rng, *artefact_rngs = children
+    # Children of later effects are drawn last, so the earlier children (and samples without them) are as they were.
+    children = [np.random.default_rng(seed) for seed in rng.integers(0, 2**63 - 1, 7 + len(ARTEFACTS))]
+    style_rng, tessellation_rng, texture_rng, decoration_rng, imaging_rng, *artefact_rngs, drift_rng, preferred_rng = (
+        children
+    )
     style = style.drawn(style_rng) if style.randomize > 0 else style
     spacing, seeds, instances = _grains(tessellation_rng, shape, morphology, style)
     count = int(instances.max()) + 1
     boundaries = grain_boundaries(instances)
     twins = twin_bands(decoration_rng, instances, np.empty((count, 2)), style.twin_probability, spacing)
-    image = _etched_grains(texture_rng, instances, twins, spacing, style)
+    drift = style.etch_drift * smooth_field(drift_rng, shape, style.drift_scale * spacing) if style.etch_drift else 0.0
+    image = _etched_grains(texture_rng, instances, twins, spacing, style, drift, preferred_rng)
     image = image * (1.0 - _grooves(texture_rng, boundaries, spacing, style))[..., None]
     particles = boundary_particles_mask(decoration_rng, boundaries, style.boundary_particles, spacing)
     image[particles] = 0.08
@@ -114,23 +118,36 @@ def _grains(
 
 
 def _etched_grains(
-    rng: np.random.Generator, instances: np.ndarray, twins: np.ndarray, spacing: float, style: GrainStyle
+    rng: np.random.Generator,
+    instances: np.ndarray,
+    twins: np.ndarray,
+    spacing: float,
+    style: GrainStyle,
+    drift: np.ndarray | float = 0.0,
+    preferred_rng: np.random.Generator | None = None,
 ) -> np.ndarray:
     """``(H, W, C)`` grain colours before grooves: orientation contrast, shading, etch texture and relief.
 
-    Twin bands are grains of their own orientation inside their parent, so they get their own colour.
+    Twin bands are grains of their own orientation inside their parent, so they get their own colour. ``drift``
+    (per pixel, smooth across boundaries) moves the etch response: along the interference colours in colour, in
+    grey level otherwise, so colour changes gradually inside a grain and steps only at its boundaries.
+    ``preferred_rng`` draws the specimen's preferred orientations (:func:`_preferred_orientations`).
     """
     count = int(instances.max()) + 1
     # Parents are 0..count-1 and their twin bands count..2*count-1: every per-grain property indexes by `key`.
     key = np.where(twins, instances + count, instances)
     orientation = rng.random(2 * count)
     brightness = np.clip(0.55 + style.contrast * rng.standard_normal(2 * count), 0.15, 0.95)
+    if preferred_rng is not None:
+        orientation, brightness = _preferred_orientations(preferred_rng, orientation, brightness, style)
     if style.colour:
         positions = np.linspace(0.0, 1.0, len(INTERFERENCE_COLOURS))
-        tint = np.stack([np.interp(orientation, positions, channel) for channel in INTERFERENCE_COLOURS.T], axis=1)
-        base = tint * (brightness / 0.55)[:, None]
+        # Film thickness beyond the sequence's ends stays at its end colours (np.interp clamps).
+        film = orientation[key] + drift
+        tint = np.stack([np.interp(film, positions, channel) for channel in INTERFERENCE_COLOURS.T], axis=-1)
+        base = tint * (brightness[key] / 0.55)[..., None]
     else:
-        base = brightness[:, None]
+        base = (brightness[key] + drift)[..., None]
     rows, cols = np.mgrid[0 : instances.shape[0], 0 : instances.shape[1]].astype(np.float64)
     area = np.maximum(np.bincount(instances.ravel(), minlength=count), 1)
     centre_rows = np.bincount(instances.ravel(), rows.ravel(), count) / area
@@ -146,7 +163,30 @@ def _etched_grains(
     slope_rows, slope_cols = np.gradient(height)
     # The gradient of a unit field smoothed over `spacing` is about 1/spacing: rescale to a unit slope.
     relief = style.relief * spacing * (slope_rows * np.sin(light) + slope_cols * np.cos(light))
-    return base[key] * (1.0 + shading + mottle + relief)[..., None]
+    return base * (1.0 + shading + mottle + relief)[..., None]
+
+
+def _preferred_orientations(
+    rng: np.random.Generator, orientation: np.ndarray, brightness: np.ndarray, style: GrainStyle
+) -> tuple[np.ndarray, np.ndarray]:
+    """Crystallographic texture: some grains take orientations near the specimen's preferred ones.
+
+    A share ``style.preferred_orientation`` of the grains take one of the specimen's one to three preferred
+    orientations (with a small spread), so neighbours often etch to nearly the same colour and their boundary
+    shows only as a faint step or groove.
+
+    The same draws are made whatever the share, so changing it changes which grains are textured, nothing else.
+    """
+    grains = len(orientation)
+    preferred = rng.random(int(rng.integers(1, 4)))
+    preferred_brightness = np.clip(0.55 + style.contrast * rng.standard_normal(preferred.size), 0.15, 0.95)
+    choice = rng.integers(0, preferred.size, grains)
+    textured = rng.random(grains) < style.preferred_orientation
+    near = np.clip(preferred[choice] + 0.03 * rng.standard_normal(grains), 0.0, 1.0)
+    near_brightness = np.clip(
+        preferred_brightness[choice] + 0.2 * style.contrast * rng.standard_normal(grains), 0.15, 0.95
+    )
+    return np.where(textured, near, orientation), np.where(textured, near_brightness, brightness)
 
 
 def _grooves(rng: np.random.Generator, boundaries: np.ndarray, spacing: float, style: GrainStyle) -> np.ndarray:

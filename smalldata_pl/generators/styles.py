@@ -31,6 +31,15 @@ class GrainStyle:
         shading: Per-grain brightness gradient in a random direction (orientation-dependent etch rate).
         mottle: Fine etch texture inside grains, with a per-grain amplitude.
         relief: Polishing relief: slow height variations lit from one side.
+        etch_drift: Smooth variation of the etch response across the specimen (local composition, e.g.
+            microsegregation or banding): a unit random field times this amplitude shifts the film thickness
+            along the interference colours (whose whole sequence spans 1) in colour, or the grey level otherwise.
+            The field runs across boundaries, so a grain's colour changes gradually inside it and steps only at
+            its boundary: the model must not take a gradual change for a boundary.
+        drift_scale: Correlation length of the etch drift as a fraction of the grain spacing.
+        preferred_orientation: Crystallographic texture: the share of grains whose orientation lies near one of
+            the specimen's one to three preferred orientations, so neighbouring grains often etch to nearly the
+            same colour or grey and their boundary is faint (0 = random orientations).
         colour: Colour (tint) etching: each grain takes a thin-film interference colour set by its orientation,
             and the image has three channels.
         twin_probability: Fraction of grains crossed by an annealing-twin band (not boundary in the mask).
@@ -52,6 +61,9 @@ class GrainStyle:
     shading: float = 0.0
     mottle: float = 0.0
     relief: float = 0.0
+    etch_drift: float = 0.0
+    drift_scale: float = 0.5
+    preferred_orientation: float = 0.0
     colour: bool = False
     twin_probability: float = 0.0
     boundary_particles: float = 0.0
@@ -108,6 +120,9 @@ _RANDOMIZED = (
     "scratches",
     "pores",
     "inclusions",
+    # Last: samples drawn before these existed keep their factors.
+    "etch_drift",
+    "preferred_orientation",
 )
 
 GRAIN_STYLES: dict[str, GrainStyle] = {

@@ -60,6 +60,7 @@ def measure_masks(
     class_names: Sequence[str] | None = None,
     line_spacing: int = LINE_SPACING,
     min_grain_area: int = 0,
+    min_fragment: int = 0,
     overwrite: bool = False,
 ) -> str:
     """Measure every mask and write the tables and histograms into ``out``; returns a short summary.
@@ -74,6 +75,7 @@ def measure_masks(
         class_names: Names of the class indices; masks holding other values are skipped.
         line_spacing: Heyn test lines on every this-many-th row and column.
         min_grain_area: Grain interiors of fewer pixels are holes in a wide boundary, merged into their neighbours.
+        min_fragment: Isolated boundary pieces with fewer skeleton pixels (etch pits, noise) are dropped.
         overwrite: Clear a non-empty ``out`` first.
 
     Raises:
@@ -97,7 +99,8 @@ def measure_masks(
             skipped.append({"file": str(path), "reason": str(error)})
             continue
         if kind == "boundaries":
-            grains.append((path, name, measure_grains(mask == boundary_class, line_spacing, min_grain_area)))
+            measurement = measure_grains(mask == boundary_class, line_spacing, min_grain_area, min_fragment)
+            grains.append((path, name, measurement))
         else:
             phases.append((path, name, measure_phases(mask, max(int(mask.max()) + 1, len(names), 2))))
     if skipped:

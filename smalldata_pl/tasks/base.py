@@ -1,6 +1,7 @@
 """Shared LightningModule machinery: named layer groups, the optimizer built once over all of them, TTA views."""
 
 import dataclasses
+import logging
 import random
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -12,8 +13,11 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities.types import LRSchedulerConfigType, OptimizerLRSchedulerConfig
 from typing_extensions import override
 
+from smalldata_pl.models.network_weights import load_network_weights
 from smalldata_pl.tasks.optimization import cosine_schedule, named_param_groups, scale_group_lrs
 from smalldata_pl.transforms.views import IDENTITY, View, views_from_invariances
+
+log = logging.getLogger(__name__)
 
 
 def default_class_names(class_names: Sequence[str] | None, num_classes: int) -> list[str]:
@@ -41,6 +45,11 @@ class TransferModule(LightningModule):
         optimize: ``all`` puts every named group into the optimizer from step 0 (what :class:`StagedUnfreezing`
             expects); ``trainable`` only the parameters trainable when the optimizer is built, for Lightning's
             ``BaseFinetuning`` callbacks, which freeze before and add the rest as new groups later.
+        init_weights: A trained checkpoint of the same task and backbone whose whole network (backbone, decoder,
+            head) starts this one, e.g. a segmenter trained on synthetic micrographs to be fine-tuned on a few
+            real ones. Tensors of another shape (a head for another class count) keep their fresh
+            initialisation. Applied once, when the Trainer first sets the model up, so a resumed run or a
+            ``--ckpt_path`` still ends with the checkpoint's own weights.
     """
 
     # Overridden per instance by tasks that take a ``tta`` argument; the others never augment.
@@ -54,6 +63,7 @@ class TransferModule(LightningModule):
         scheduler_monitor: str = "val/loss",
         warmup_steps: int = 0,
         optimize: str = "all",
+        init_weights: str | None = None,
     ) -> None:
         super().__init__()
         if scheduler_interval not in ("step", "epoch"):
@@ -70,11 +80,17 @@ class TransferModule(LightningModule):
         # Relative LR of each group (1 = the optimizer's lr); set by StagedUnfreezing before the optimizer exists.
         self.group_lr_scales: dict[str, float] = {}
         self.eval_views: list[View] = [IDENTITY]  # resolved from the DataModule in setup
+        # Loaded in setup, not here: rebuilding a trained model from its checkpoint must not need this file.
+        self.init_weights, self._initialised = init_weights, False
 
     @override
     def setup(self, stage: str) -> None:
         data = getattr(self.trainer, "datamodule", None)
         self.eval_views = views_from_invariances(getattr(data, "invariances", None)) if self.tta else [IDENTITY]
+        if self.init_weights and not self._initialised:
+            submodules = {name.split(".", 1)[0] for names in self.param_groups.values() for name in names}
+            log.info("%s", load_network_weights(self, self.init_weights, submodules))
+            self._initialised = True
 
     def training_loss(self, batch: dict) -> torch.Tensor:
         """The training loss of one batch, without logging (used by the LR finder outside the Trainer)."""
@@ -139,6 +155,8 @@ class TransferModule(LightningModule):
     @override
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._check_class_names(checkpoint.get("hyper_parameters", {}).get("class_names"))
+        # The checkpoint's weights are the model now: a later setup must not put init_weights over them.
+        self._initialised = True
         states = checkpoint.get("rng_states")
         # Only a resumed fit continues the run's random stream; loading weights for inference leaves the
         # caller's generators alone.
