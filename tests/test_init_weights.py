@@ -47,8 +47,8 @@ def test_init_weights_start_the_whole_network_and_leave_the_task_settings_alone(
 
     other_classes = MicrographSegmenter("test_resnet", num_classes=3)
     report = load_network_weights(other_classes, checkpoint, ["encoder", "decoder", "head"])
-    assert report.other_shape == ["head.weight", "head.bias"] and not report.absent
-    assert report.loaded == report.expected - 2 and "head.weight" in str(report)
+    assert report.kept_fresh == ["head.weight", "head.bias"]
+    assert report.loaded == report.expected - 2 and "kept 2 fresh (head.weight" in str(report)
     assert torch.equal(other_classes.encoder.conv1[0].weight, source.encoder.conv1[0].weight)
 
 

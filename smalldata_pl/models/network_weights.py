@@ -1,50 +1,25 @@
 """Start a whole network (backbone, decoder, head) from a trained checkpoint, e.g. a synthetic-data model."""
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
-
-@dataclass(frozen=True)
-class NetworkLoadReport:
-    """What :func:`load_network_weights` filled.
-
-    Attributes:
-        source: The file the weights came from.
-        loaded: Model tensors filled from it.
-        expected: Model tensors under the loaded submodules.
-        other_shape: Head tensors the file holds with another shape (a head for another class count); they keep
-            their fresh initialisation.
-        absent: Head tensors the file does not hold; they keep their fresh initialisation too.
-    """
-
-    source: Path
-    loaded: int
-    expected: int
-    other_shape: list[str] = field(default_factory=list)
-    absent: list[str] = field(default_factory=list)
-
-    def __str__(self) -> str:
-        text = f"initialised {self.loaded}/{self.expected} network tensors from {self.source}"
-        for name, keys in (("of another shape", self.other_shape), ("absent from the file", self.absent)):
-            if keys:
-                text += f"; {len(keys)} {name} kept fresh ({', '.join(keys[:3])}{', …' * (len(keys) > 3)})"
-        return text
+from smalldata_pl.models.weights import WeightLoadReport
 
 
 def load_network_weights(
     model: nn.Module, path: str | Path, submodules: Iterable[str], head: str = "head"
-) -> NetworkLoadReport:
+) -> WeightLoadReport:
     """Copy the tensors of ``model``'s ``submodules`` from the same names in ``path``.
 
     The file is a checkpoint of this framework (its ``state_dict``) or a plain state dict. Only the named
     submodules (parameters and BatchNorm statistics of e.g. ``encoder``, ``decoder``, ``head``) are touched:
     the task's own settings such as class weights and its metrics stay as configured. Every tensor must be
-    there with its shape except the ``head``'s, which may be for another class count and then stays fresh: a
-    backbone or decoder loaded in part would silently keep random weights.
+    there with its shape except the ``head``'s, which may be for another class count and then stays fresh
+    (listed in the report's ``kept_fresh``): a backbone or decoder loaded in part would silently keep random
+    weights.
 
     Args:
         model: The network to initialise.
@@ -73,6 +48,5 @@ def load_network_weights(
             "backbone"
         )
     model.load_state_dict(fits, strict=False)
-    other_shape = [k for k in target if k in weights and k not in fits]
-    absent = [k for k in target if k not in weights]
-    return NetworkLoadReport(path, len(fits), len(target), other_shape, absent)
+    fresh = [k for k in target if k not in fits]
+    return WeightLoadReport(str(path), len(fits), len(target), kept_fresh=fresh, part="network")

@@ -91,6 +91,8 @@ class WeightLoadReport:
         expected: Number of tensors in the model's state dict.
         adapted: Tensors whose shape was adapted (input-channel change of the stem).
         dropped: Source tensors the model has no place for (e.g. the old classifier).
+        kept_fresh: Model tensors left at their fresh initialisation (a head for another class count).
+        part: What was loaded: ``backbone`` or the whole ``network``.
     """
 
     source: str
@@ -98,15 +100,16 @@ class WeightLoadReport:
     expected: int
     adapted: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
+    kept_fresh: list[str] = field(default_factory=list)
+    part: str = "backbone"
 
     def __str__(self) -> str:
-        text = f"loaded {self.loaded}/{self.expected} backbone tensors from {self.source}"
+        text = f"loaded {self.loaded}/{self.expected} {self.part} tensors from {self.source}"
         if self.adapted:
             text += f"; adapted {', '.join(self.adapted)}"
-        if self.dropped:
-            text += (
-                f"; dropped {len(self.dropped)} unused ({', '.join(self.dropped[:3])}{', …' * (len(self.dropped) > 3)})"
-            )
+        for verb, state, keys in (("dropped", "unused", self.dropped), ("kept", "fresh", self.kept_fresh)):
+            if keys:
+                text += f"; {verb} {len(keys)} {state} ({', '.join(keys[:3])}{', …' * (len(keys) > 3)})"
         return text
 
 

@@ -48,8 +48,9 @@ class TransferModule(LightningModule):
         init_weights: A trained checkpoint of the same task and backbone whose whole network (backbone, decoder,
             head) starts this one, e.g. a segmenter trained on synthetic micrographs to be fine-tuned on a few
             real ones. Tensors of another shape (a head for another class count) keep their fresh
-            initialisation. Applied once, when the Trainer first sets the model up, so a resumed run or a
-            ``--ckpt_path`` still ends with the checkpoint's own weights.
+            initialisation. Applied once, when the Trainer first sets the model up; a run given a checkpoint (a
+            resume, ``--ckpt_path``) then restores that checkpoint over it (the file must still exist there, as a
+            ``pretrained`` file must), and a model loaded from a checkpoint never reads it.
     """
 
     # Overridden per instance by tasks that take a ``tta`` argument; the others never augment.
