@@ -1,20 +1,26 @@
 """Does synthetic pre-pretraining pay with 1 and 2 real training images? Superalloy, 3 seeds, paired inits.
 
-Every point fine-tunes the EfficientNet-Lite0 U-Net of `configs/segmentation/superalloy_imagenet.yaml` twice, as
-shipped except for the data, with the same seed: once from ImageNet weights, once from the encoder of a synthetic
-pre-training run (`smalldata export-encoder`). Scored on the Super1/Super3 test images (group spot2), which no
-decision here touches: every setting below was fixed before the first score.
+Every point fine-tunes the EfficientNet-Lite0 U-Net of `configs/segmentation/superalloy_imagenet.yaml`, as
+shipped except for the data and the start, with the same seed from each of three starts (``--inits``):
+
+- ``imagenet``: ImageNet encoder weights, fresh decoder and head (the config as shipped);
+- ``synthetic``: the encoder of a synthetic pre-training run (`smalldata export-encoder`), fresh decoder and head;
+- ``network``: the whole synthetic segmenter, encoder, decoder and head (``init_weights``).
+
+Scored on the Super1/Super3 test images (group spot2), which no decision here touches: every setting below was
+fixed before the first score, except ``--lr`` (a gentler fine-tune for every start), added after the shipped
+fine-tune's scores were seen.
 
 - 1 image: the upstream one-shot split Super3 (its single training image), seeds 0-2.
 - 2 images: two training images of different specimen groups drawn from the Super1 training pool (draw = seed,
   0-2), validated on Super1's validation images.
 
 Each training image gives 16 random crops per epoch (as the one-shot row of benchmarks/sim_to_real.sh). The
-synthetic encoder comes from `bash benchmarks/super1_adapted.sh` (its `adabn_only` run: the shipped synthetic
-pre-training of `synthetic_pretrain_precipitates.yaml`, then AdaBN on the unlabelled Super1 training images;
-no real label is used).
+synthetic encoder and network come from `bash benchmarks/super1_adapted.sh` (its `adabn_only` run: the shipped
+synthetic pre-training of `synthetic_pretrain_precipitates.yaml`, then AdaBN on the unlabelled Super1 training
+images; no real label is used).
 
-    python benchmarks/super_pre_pretraining.py --root ../shared/data/superalloy
+    python benchmarks/super_pre_pretraining.py --root ../shared/data/superalloy [--inits imagenet,network] [--lr 2e-4]
 
 Results go to benchmarks/runs/pre_pretraining/ (`points.jsonl`, one line per finished fit; a rerun skips them, so
 an interrupted run resumes) and the table is printed.
@@ -37,6 +43,7 @@ CONFIG = "configs/segmentation/superalloy_imagenet.yaml"
 SYNTHETIC = Path("benchmarks/runs/super1_adapted/adabn_only/version_0/checkpoints/adabn.ckpt")
 CROPS_PER_IMAGE = 16
 METRICS = ("test/miou", "test/iou_matrix", "test/iou_secondary", "test/iou_tertiary")
+INITS = ("imagenet", "synthetic", "network")
 
 
 def split_manifest(root: Path, out: Path, images: int, seed: int) -> tuple[Path, str]:
@@ -74,7 +81,17 @@ def test_scalars(run_dir: Path) -> dict[str, float]:
     return {m: v for m, v in final_metrics(run_dir, prefix="test/").items() if m in METRICS}
 
 
-def run_point(root: Path, out: Path, images: int, seed: int, init: str, encoder: Path, max_epochs: int) -> dict:
+def run_point(
+    root: Path,
+    out: Path,
+    images: int,
+    seed: int,
+    init: str,
+    encoder: Path,
+    network: Path,
+    max_epochs: int,
+    lr: float | None = None,
+) -> dict:
     manifest, split = split_manifest(root, out, images, seed)
     name = f"{init}_{images}img_seed{seed}"
     options = [
@@ -85,8 +102,12 @@ def run_point(root: Path, out: Path, images: int, seed: int, init: str, encoder:
         f"--trainer.max_epochs={max_epochs}", "--trainer.enable_progress_bar=false",
         f"--trainer.logger.init_args.save_dir={out}",
     ]  # fmt: skip
+    if lr is not None:
+        options.append(f"--model.init_args.optimizer.init_args.lr={lr}")
     if init == "synthetic":
         options.append(f"--model.init_args.pretrained={encoder}")
+    elif init == "network":
+        options.append(f"--model.init_args.init_weights={network}")
     start = time.perf_counter()
     with (out / f"{name}.log").open("w") as log:
         subprocess.run(
@@ -113,24 +134,27 @@ def run_point(root: Path, out: Path, images: int, seed: int, init: str, encoder:
 
 def summary(points: list[dict]) -> str:
     lines = [
-        "| real training images | ImageNet mIoU | synthetic pre-pretraining mIoU | paired difference (synthetic − ImageNet) |",
-        "|---|---|---|---|",
+        "| real training images | start | ImageNet mIoU | its mIoU | paired difference (start − ImageNet) |",
+        "|---|---|---|---|---|",
     ]
     for images in sorted({p["images"] for p in points}):
         by_init = {
             init: {p["seed"]: p["test/miou"] for p in points if p["images"] == images and p["init"] == init}
-            for init in ("imagenet", "synthetic")
+            for init in INITS
         }
-        seeds = sorted(set(by_init["imagenet"]) & set(by_init["synthetic"]))
-        if not seeds:
-            continue
-        a = np.array([by_init["imagenet"][s] for s in seeds])
-        b = np.array([by_init["synthetic"][s] for s in seeds])
-        spread = (
-            (lambda x: f"{x.mean():.3f} ± {x.std(ddof=1):.3f}") if len(seeds) > 1 else (lambda x: f"{x.mean():.3f}")
-        )
-        per_seed = " / ".join(f"{d:+.3f}" for d in b - a)
-        lines.append(f"| {images} ({len(seeds)} seeds) | {spread(a)} | {spread(b)} | {spread(b - a)} ({per_seed}) |")
+        for init in INITS[1:]:
+            seeds = sorted(set(by_init["imagenet"]) & set(by_init[init]))
+            if not seeds:
+                continue
+            a = np.array([by_init["imagenet"][s] for s in seeds])
+            b = np.array([by_init[init][s] for s in seeds])
+            spread = (
+                (lambda x: f"{x.mean():.3f} ± {x.std(ddof=1):.3f}") if len(seeds) > 1 else (lambda x: f"{x.mean():.3f}")
+            )
+            per_seed = " / ".join(f"{d:+.3f}" for d in b - a)
+            lines.append(
+                f"| {images} ({len(seeds)} seeds) | {init} | {spread(a)} | {spread(b)} | {spread(b - a)} ({per_seed}) |"
+            )
     return "\n".join(lines)
 
 
@@ -140,7 +164,9 @@ def main() -> None:
     parser.add_argument("--synthetic_checkpoint", type=Path, default=SYNTHETIC)
     parser.add_argument("--images", default="1,2")
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--inits", default=",".join(INITS), help=f"starts to fine-tune from, of {INITS}")
     parser.add_argument("--max_epochs", type=int, default=30, help="the shipped config's 30; fewer only to try it")
+    parser.add_argument("--lr", type=float, help="fine-tune learning rate for every start (default: the config's)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/runs/pre_pretraining"))
     args = parser.parse_args()
     root, out = args.root.resolve(), args.out
@@ -157,10 +183,12 @@ def main() -> None:
     finished = {(p["init"], p["images"], p["seed"]) for p in done}
     for images in (int(n) for n in args.images.split(",")):
         for seed in (int(s) for s in args.seeds.split(",")):
-            for init in ("imagenet", "synthetic"):
+            for init in args.inits.split(","):
                 if (init, images, seed) in finished:
                     continue
-                point = run_point(root, out, images, seed, init, encoder, args.max_epochs)
+                point = run_point(
+                    root, out, images, seed, init, encoder, args.synthetic_checkpoint, args.max_epochs, args.lr
+                )
                 point["machine"] = platform.processor() or platform.machine()
                 print(point, flush=True)
                 with done_file.open("a") as handle:

@@ -4,9 +4,10 @@
         (after tbm_sim_to_real.py --backbone efficientnet_lite0 ... --configs tint_etched real_labels --out RUN)
 
 The tiles are the first tile of the first three micrographs (sorted by group name) that the run's fold A scored:
-picked by name, not by score. Each model predicts as it was scored, at the inference scale and threshold that
-fold A chose on half A's labels: ``tint_etched`` (synthetic labels only) and ``real_labels`` (trained on half
-A's real masks). Every panel shows the one-pixel skeleton that the boundary F1 scores.
+picked by name, not by score. Each model predicts as it was scored, at the inference scale, threshold and
+fragment removal that fold A chose on half A's labels (with test-time augmentation if the run used it):
+``tint_etched`` (synthetic labels only) and ``real_labels`` (trained on half A's real masks). Every panel shows
+the one-pixel skeleton that the boundary F1 scores.
 """
 
 import argparse
@@ -22,7 +23,7 @@ from skimage.morphology import skeletonize
 matplotlib.use("agg")
 import matplotlib.pyplot as plt
 from tbm_baselines import BASELINES
-from tbm_sim_to_real import Tile, probabilities, read_tiles
+from tbm_sim_to_real import Tile, masks, probabilities, read_tiles
 
 from smalldata_pl.inference.metallography import score_boundaries
 from smalldata_pl.tasks import MicrographSegmenter
@@ -30,13 +31,14 @@ from smalldata_pl.tasks import MicrographSegmenter
 MODELS = {"synthetic labels only": "tint_etched", "real labels (other half)": "real_labels"}
 
 
-def predicted(run: Path, config: str, tiles: list[Tile]) -> list[np.ndarray]:
+def predicted(run: Path, config: str, tiles: list[Tile], tta: bool) -> list[np.ndarray]:
     fold = json.loads((run / f"{config}.json").read_text())["folds"]["A"]
     checkpoint = next((run / "fits" / config / "A").glob("*.ckpt"))
     # weights_only=False: the benchmark's own files, whose callback state holds a Path.
     model = MicrographSegmenter.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False).eval()
     size = None if fold["scale"] == "native" else 128  # the benchmark's synthetic image size, its "model" scale
-    return [p >= fold["threshold"] for p in probabilities(model, tiles, size)]
+    # Runs from before fragment removal record no min_fragment: they kept every piece.
+    return masks(probabilities(model, tiles, size, tta), fold["threshold"], fold.get("min_fragment", 0))
 
 
 def main() -> None:
@@ -45,19 +47,23 @@ def main() -> None:
     parser.add_argument("--run", type=Path, default=Path("benchmarks/runs/tbm_lite0_20"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/tbm_sim_to_real.png"))
     args = parser.parse_args()
-    scored = json.loads((args.run / "results.json").read_text())["scored_groups"]["A"]  # fold A tuned on half A
+    results = json.loads((args.run / "results.json").read_text())
+    scored = results["scored_groups"]["A"]  # fold A tuned on half A
+    tta = results["settings"].get("tta") == str(True)
     every = read_tiles(args.root.resolve())
     tiles = [next(t for t in every if t.group == g) for g in sorted(scored)[:3]]
     sobel_otsu = [BASELINES["sobel"](gaussian(rgb2gray(t.image), 1.5)) for t in tiles]  # the baseline's best σ
     columns = {"truth": [t.mask for t in tiles], "Sobel > Otsu, σ 1.5": sobel_otsu}
-    columns |= {name: predicted(args.run, config, tiles) for name, config in MODELS.items()}
+    columns |= {name: predicted(args.run, config, tiles, tta) for name, config in MODELS.items()}
     figure, axes = plt.subplots(len(tiles), len(columns) + 1, figsize=(3 * (len(columns) + 1), 3 * len(tiles)))
     for row, tile in enumerate(tiles):
         axes[row, 0].imshow(tile.image)
         axes[row, 0].set_title(f"real tile ({tile.group})", fontsize=9)
-        for column, (name, masks) in enumerate(columns.items(), start=1):
-            axes[row, column].imshow(skeletonize(masks[row]), cmap="gray_r", interpolation="nearest")
-            title = name if name == "truth" else f"{name}\nF1 {score_boundaries([masks[row]], [tile.mask]).f1:.2f}"
+        for column, (name, column_masks) in enumerate(columns.items(), start=1):
+            axes[row, column].imshow(skeletonize(column_masks[row]), cmap="gray_r", interpolation="nearest")
+            title = (
+                name if name == "truth" else f"{name}\nF1 {score_boundaries([column_masks[row]], [tile.mask]).f1:.2f}"
+            )
             axes[row, column].set_title(title, fontsize=9)
     for axis in axes.flat:
         axis.set_axis_off()

