@@ -268,7 +268,8 @@ def scores(maps: list[np.ndarray], tiles: list[Tile], threshold: float, min_frag
 
 
 def evaluate(config: str, model: MicrographSegmenter, fold: Fold, args: argparse.Namespace) -> dict:
-    """Tune scale and threshold on the fold's tuning half, score its evaluation half with them and by default."""
+    """Tune scale, threshold and fragment removal on the fold's tuning half; score its evaluation half with them
+    and by default."""
     # Native scale costs four times the model scale's inference: only tried for the target-free synthetic models
     # (the adaptations, scale matching above all, are built for the model scale); real labels train at native scale.
     sizes: dict[str, int | None] = {"model": args.image_size}

@@ -123,22 +123,22 @@ def _etched_grains(
     twins: np.ndarray,
     spacing: float,
     style: GrainStyle,
-    drift: np.ndarray | float = 0.0,
-    preferred_rng: np.random.Generator | None = None,
+    drift: np.ndarray | float,
+    preferred_rng: np.random.Generator,
 ) -> np.ndarray:
     """``(H, W, C)`` grain colours before grooves: orientation contrast, shading, etch texture and relief.
 
     Twin bands are grains of their own orientation inside their parent, so they get their own colour. ``drift``
     (per pixel, smooth across boundaries) moves the etch response: along the interference colours in colour, in
     grey level otherwise, so colour changes gradually inside a grain and steps only at its boundaries.
-    ``preferred_rng`` draws the specimen's preferred orientations (:func:`_preferred_orientations`).
+    ``preferred_rng`` draws the specimen's preferred orientations when it has any (:func:`_preferred_orientations`).
     """
     count = int(instances.max()) + 1
     # Parents are 0..count-1 and their twin bands count..2*count-1: every per-grain property indexes by `key`.
     key = np.where(twins, instances + count, instances)
     orientation = rng.random(2 * count)
     brightness = np.clip(0.55 + style.contrast * rng.standard_normal(2 * count), 0.15, 0.95)
-    if preferred_rng is not None:
+    if style.preferred_orientation > 0:
         orientation, brightness = _preferred_orientations(preferred_rng, orientation, brightness, style)
     if style.colour:
         positions = np.linspace(0.0, 1.0, len(INTERFERENCE_COLOURS))
@@ -175,7 +175,8 @@ def _preferred_orientations(
     orientations (with a small spread), so neighbours often etch to nearly the same colour and their boundary
     shows only as a faint step or groove.
 
-    The same draws are made whatever the share, so changing it changes which grains are textured, nothing else.
+    The same draws are made whatever the (non-zero) share, so changing it changes which grains are textured,
+    nothing else.
     """
     grains = len(orientation)
     preferred = rng.random(int(rng.integers(1, 4)))
