@@ -8,12 +8,12 @@ shipped except for the data and the start, with the same seed from each of three
 - ``network``: the whole synthetic segmenter, encoder, decoder and head (``init_weights``).
 
 Scored on the Super1/Super3 test images (group spot2), which no decision here touches: every setting below was
-fixed before the first score, except ``--lr`` (a gentler fine-tune for every start), added after the shipped
-fine-tune's scores were seen.
+fixed before the first score, except ``--lr`` (a gentler fine-tune for every start) and ``--keep_bn`` (the
+pretrained BatchNorm statistics kept, for every start), both added after the shipped fine-tune's scores were seen.
 
 - 1 image: the upstream one-shot split Super3 (its single training image), seeds 0-2.
-- 2 images: two training images of different specimen groups drawn from the Super1 training pool (draw = seed,
-  0-2), validated on Super1's validation images.
+- 2 or 5 images (``--images 2,5``): training images of different specimen groups drawn from the Super1
+  training pool (draw = seed, 0-2), validated on Super1's validation images.
 
 Each training image gives 16 random crops per epoch (as the one-shot row of benchmarks/sim_to_real.sh). The
 synthetic encoder and network come from `bash benchmarks/super1_adapted.sh` (its `adabn_only` run: the shipped
@@ -21,6 +21,7 @@ synthetic pre-training of `synthetic_pretrain_precipitates.yaml`, then AdaBN on 
 images; no real label is used).
 
     python benchmarks/super_pre_pretraining.py --root ../shared/data/superalloy [--inits imagenet,network] [--lr 2e-4]
+        [--keep_bn --out benchmarks/runs/pre_pretraining_keep_bn]
 
 Results go to benchmarks/runs/pre_pretraining/ (`points.jsonl`, one line per finished fit; a rerun skips them, so
 an interrupted run resumes) and the table is printed.
@@ -44,6 +45,9 @@ SYNTHETIC = Path("benchmarks/runs/super1_adapted/adabn_only/version_0/checkpoint
 CROPS_PER_IMAGE = 16
 METRICS = ("test/miou", "test/iou_matrix", "test/iou_secondary", "test/iou_tertiary")
 INITS = ("imagenet", "synthetic", "network")
+# The shipped fine-tune with the pretrained BatchNorm statistics kept: every layer trains from the first epoch at
+# the config's LR; only a fresh decoder's BatchNorm learns statistics.
+KEEP_BN = "configs/overlays/keep_pretrained_bn.yaml"
 
 
 def split_manifest(root: Path, out: Path, images: int, seed: int) -> tuple[Path, str]:
@@ -91,6 +95,7 @@ def run_point(
     network: Path,
     max_epochs: int,
     lr: float | None = None,
+    keep_bn: bool = False,
 ) -> dict:
     manifest, split = split_manifest(root, out, images, seed)
     name = f"{init}_{images}img_seed{seed}"
@@ -104,6 +109,8 @@ def run_point(
     ]  # fmt: skip
     if lr is not None:
         options.append(f"--model.init_args.optimizer.init_args.lr={lr}")
+    if keep_bn:
+        options += ["-c", KEEP_BN]
     if init == "synthetic":
         options.append(f"--model.init_args.pretrained={encoder}")
     elif init == "network":
@@ -167,6 +174,9 @@ def main() -> None:
     parser.add_argument("--inits", default=",".join(INITS), help=f"starts to fine-tune from, of {INITS}")
     parser.add_argument("--max_epochs", type=int, default=30, help="the shipped config's 30; fewer only to try it")
     parser.add_argument("--lr", type=float, help="fine-tune learning rate for every start (default: the config's)")
+    parser.add_argument(
+        "--keep_bn", action="store_true", help="keep pretrained BatchNorm statistics during the fine-tune (every start)"
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/runs/pre_pretraining"))
     args = parser.parse_args()
     root, out = args.root.resolve(), args.out
@@ -187,7 +197,16 @@ def main() -> None:
                 if (init, images, seed) in finished:
                     continue
                 point = run_point(
-                    root, out, images, seed, init, encoder, args.synthetic_checkpoint, args.max_epochs, args.lr
+                    root,
+                    out,
+                    images,
+                    seed,
+                    init,
+                    encoder,
+                    args.synthetic_checkpoint,
+                    args.max_epochs,
+                    args.lr,
+                    args.keep_bn,
                 )
                 point["machine"] = platform.processor() or platform.machine()
                 print(point, flush=True)

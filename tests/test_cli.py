@@ -21,12 +21,29 @@ from smalldata_pl.tasks.optimization import named_param_groups
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = str(REPO / "configs" / "smoke.yaml")
-CONFIGS = sorted(str(p) for p in (REPO / "configs").rglob("*.yaml"))
+OVERLAYS = sorted(str(p) for p in (REPO / "configs" / "overlays").glob("*.yaml"))
+# Whole configs; overlays only add to one (given as a second -c) and are tested with smoke.yaml.
+CONFIGS = sorted(str(p) for p in (REPO / "configs").rglob("*.yaml") if str(p) not in OVERLAYS)
 
 
 def import_class(class_path: str) -> type:
     module, _, name = class_path.rpartition(".")
     return getattr(importlib.import_module(module), name)
+
+
+def test_keep_pretrained_bn_overlay_trains_every_layer_on_the_starting_statistics(tmp_path):
+    overlay = str(REPO / "configs" / "overlays" / "keep_pretrained_bn.yaml")
+    main(["fit", "-c", SMOKE, "-c", overlay, "--trainer.max_epochs=1"])
+    run = tmp_path / "lightning_logs" / "smoke" / "version_0"
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    means = [v for k, v in state.items() if k.endswith("running_mean")]
+    variances = [v for k, v in state.items() if k.endswith("running_var")]
+    # smoke.yaml's backbone is not pretrained: its starting statistics are zero mean and unit variance.
+    assert means and all(not v.any() for v in means) and all(torch.equal(v, torch.ones_like(v)) for v in variances)
+    fit = scalars(run)
+    assert all(fit[f"lr_effective/{g}"][0] > 0 for g in ("stem", "stage1", "stage4", "head"))  # all train from step 0
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["trainer"]["callbacks"][0]["init_args"]["keep_bn_eval"] is True
 
 
 def test_fit_then_validate_end_to_end(tmp_path):

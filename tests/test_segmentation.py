@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 import torch
 from conftest import SHARED_DATA
+from lightning.pytorch import Trainer
 from PIL import Image
 
+from smalldata_pl.callbacks import Stage, StagedUnfreezing
 from smalldata_pl.cli import main
 from smalldata_pl.datamodules import SegmentationFolder, Superalloy
 from smalldata_pl.models.losses import segmentation_loss, soft_dice_loss
@@ -187,3 +189,18 @@ def test_one_shot_training_gets_batches_and_several_crops(tmp_path):
     single = SegmentationFolder(root, ["background", "phase", "dots"], num_folds=3, crop_size=32, train_limit=1)
     single.setup("fit")
     assert len(list(single.train_dataloader())) == 1  # a lone sample is not dropped
+
+
+def test_fitting_on_one_image_warns_unless_batchnorm_keeps_its_pretrained_statistics(tmp_path, caplog):
+    root = write_dataset(tmp_path / "data")
+    keep = StagedUnfreezing(stages=[Stage(epoch=0)], lr_decay=1.0, keep_bn_eval=True)
+    warnings = {}
+    for case, callbacks, limit in [("one image", [], 1), ("kept", [keep], 1), ("two images", [], 2)]:
+        caplog.clear()
+        dm = SegmentationFolder(root, ["background", "phase", "dots"], num_folds=3, crop_size=32, train_limit=limit)
+        dm.trainer = Trainer(callbacks=callbacks, logger=False, enable_progress_bar=False)
+        dm.setup("fit")
+        warnings[case] = [r.getMessage() for r in caplog.records if "training on a single image" in r.getMessage()]
+    assert not warnings["kept"] and not warnings["two images"]
+    (message,) = warnings["one image"]
+    assert str(dm.train_dataset.records[0].image.parent) in message and "keep_pretrained_bn.yaml" in message

@@ -52,7 +52,11 @@ class StagedUnfreezing(Callback):
         train_bn: Let BatchNorm layers of frozen groups train (affine parameters and running statistics);
             by default they stay in eval mode with their statistics untouched.
         keep_bn_eval: Keep BatchNorm layers in eval mode (pretrained running statistics) even after their group
-            unfreezes; their affine parameters still train. Steadier with batches of a few micrographs.
+            unfreezes; their affine parameters still train. Steadier with batches of a few micrographs, and with
+            one or two training images, whose statistics do not stand for the images the model will see.
+            BatchNorm in freshly initialised layers (a new U-Net decoder) still learns its statistics: frozen at
+            their initial zero mean and unit variance they would normalise nothing. Layers count as fresh
+            unless they are backbone groups or the model starts from ``init_weights``.
         freeze_mode: ``requires_grad`` (saves compute), ``mask`` (parameters stay registered with DDP's reducer;
             frozen gradients are dropped before the optimizer step) or ``auto`` (``mask`` when distributed).
     """
@@ -90,6 +94,7 @@ class StagedUnfreezing(Callback):
         self._hooks: list[RemovableHandle] = []
         self._saved_lrs: list[float] | None = None
         self._bn_groups: dict[str, list[_BatchNorm]] = {}
+        self._fresh_groups: set[str] = set()
 
     # ----------------------------------------------------------------------------------------------- the plan
     def resolve_plan(self, group_names: Sequence[str], max_epochs: int | None = None) -> None:
@@ -144,6 +149,7 @@ class StagedUnfreezing(Callback):
         pl_module.group_lr_scales = dict(self.lr_scales)  # type: ignore[assignment]
         self._masking = self.freeze_mode == "mask" or (self.freeze_mode == "auto" and trainer.world_size > 1)
         self._bn_groups = _batchnorms_by_group(pl_module)
+        self._fresh_groups = _fresh_groups(pl_module, names)
         # Trainable flags before DDP wraps the module (in mask mode nothing is ever unregistered). BatchNorm
         # modes follow in on_train_start, after Lightning's check for modules left in eval mode.
         self._apply(pl_module, epoch=0, batchnorm=False)
@@ -218,8 +224,9 @@ class StagedUnfreezing(Callback):
             for param in pl_module.parameters_of([group]):  # type: ignore[operator]
                 keep_bn = self.train_bn and id(param) in bn_params
                 param.requires_grad_(train or keep_bn or self._masking)
+            keep_statistics = self.keep_bn_eval and group not in self._fresh_groups
             for bn in self._bn_groups.get(group, []) if batchnorm else []:
-                bn.train((train and not self.keep_bn_eval) or self.train_bn)
+                bn.train((train and not keep_statistics) or self.train_bn)
 
     def warmup_factor(self, group: str, step: int) -> float:
         """Linear warm-up multiplier of a trainable group at global ``step``."""
@@ -258,6 +265,16 @@ class StagedUnfreezing(Callback):
             for group, lr in zip(optimizer.param_groups, self._saved_lrs, strict=True):
                 group["lr"] = lr
             self._saved_lrs = None
+
+
+def _fresh_groups(pl_module: LightningModule, group_names: Sequence[str]) -> set[str]:
+    """Groups that start from random initialisation: the new layers, unless ``init_weights`` starts them too.
+
+    Decided from the configuration alone, so a resumed run treats every group as the interrupted one did.
+    """
+    if getattr(pl_module, "init_weights", None):
+        return set()
+    return {g for g in group_names if not _BACKBONE_GROUP.match(g)}
 
 
 def _batchnorms_by_group(pl_module: LightningModule) -> dict[str, list[_BatchNorm]]:
