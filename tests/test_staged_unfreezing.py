@@ -154,41 +154,29 @@ def test_keep_bn_eval_leaves_unfrozen_batchnorm_on_running_statistics(tmp_path):
         assert torch.equal(var, end_var), name
 
 
-def batchnorm_statistics(model, prefix):
-    return {
-        name: (m.running_mean.clone(), m.running_var.clone())
-        for name, m in model.named_modules()
-        if isinstance(m, _BatchNorm) and name.startswith(prefix)
-    }
-
-
-def changed(before, after):
-    return {name for name, (mean, var) in before.items() if not torch.equal(mean, after[name][0])}
-
-
 @pytest.mark.parametrize("whole_network", [False, True])
 def test_keep_bn_eval_keeps_pretrained_statistics_and_lets_a_fresh_decoder_learn_its_own(tmp_path, whole_network):
     """A new U-Net decoder's BatchNorm would normalise nothing on its initial statistics; a loaded one keeps its."""
     data = SyntheticGrainBoundaries(train_size=4, val_size=2, image_size=32, batch_size=2)
     start = tmp_path / "start.ckpt"
-    source = MicrographSegmenter("test_resnet", num_classes=2)
     if whole_network:
         run = Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
-        run.fit(source, datamodule=data)
+        run.fit(MicrographSegmenter("test_resnet", num_classes=2), datamodule=data)
         run.save_checkpoint(start)
     model = MicrographSegmenter(
         "test_resnet", num_classes=2, init_weights=str(start) if whole_network else None,
         optimizer=partial(torch.optim.AdamW, lr=0.01),
     )  # fmt: skip
     plan = StagedUnfreezing(stages=[Stage(epoch=0, groups=["backbone"])], lr_decay=1.0, keep_bn_eval=True)
-    # The statistics the fit starts from: the trained network's when init_weights loads it, else the model's own.
-    starting = source if whole_network else model
-    encoder, decoder = batchnorm_statistics(starting, "encoder."), batchnorm_statistics(starting, "decoder.")
-    trainer(1, [plan], tmp_path, enable_checkpointing=False).fit(model, datamodule=data)
+    probe = Probe()  # epoch 0 holds the statistics the fit starts from (after init_weights), "end" the final ones
+    trainer(1, [plan, probe], tmp_path, enable_checkpointing=False).fit(model, datamodule=data)
+    before, after = probe.epochs[0]["bn_stats"], probe.epochs["end"]["bn_stats"]
+    changed = {name for name, (mean, _) in before.items() if not torch.equal(mean, after[name][0])}
+    encoder = {name for name in before if name.startswith("encoder.")}
+    decoder = {name for name in before if name.startswith("decoder.")}
     assert encoder and decoder
-    assert not changed(encoder, batchnorm_statistics(model, "encoder."))
-    decoder_changed = changed(decoder, batchnorm_statistics(model, "decoder."))
-    assert decoder_changed == (set() if whole_network else set(decoder))
+    assert not changed & encoder
+    assert changed & decoder == (set() if whole_network else decoder)
     assert all(p.requires_grad for p in model.parameters())  # everything trains; only the statistics stay
 
 
