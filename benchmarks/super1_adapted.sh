@@ -3,7 +3,8 @@
 # histogram matching and imaging calibration during synthetic training, then AdaBN on the same unlabelled images.
 # Scored on the Super1 test images (a group no decision touched), before and after AdaBN. Compare with
 # benchmarks/sim_to_real.sh's (a) row (synthetic only, no adaptation). The adapted checkpoints are also scored with
-# the 8-view test-time augmentation (benchmarks/super1_tta.py), and a third seed repeats the shipped training.
+# the 8-view test-time augmentation (benchmarks/super1_tta.py), a third seed repeats the shipped training, and a
+# last variant trains only the decoder and head on the frozen ImageNet encoder.
 set -euo pipefail
 out=benchmarks/runs/super1_adapted
 mkdir -p "$out"
@@ -26,6 +27,14 @@ trainer:
     # The real images are segmented at native scale in 256 px windows: estimate the statistics at that scale.
     - {class_path: smalldata_pl.callbacks.AdaptiveBatchNorm, init_args: {image_size: 512, batch_size: 4}}
 YAML
+# The same, with the ImageNet encoder frozen (weights and statistics) during synthetic training: only the decoder
+# and head learn from synthetic labels, so the encoder's features stay ImageNet's until the real fine-tune.
+cat > "$out/adabn_frozen_encoder.yaml" <<'YAML'
+trainer:
+  callbacks:
+    - {class_path: smalldata_pl.callbacks.StagedUnfreezing, init_args: {unfreeze_at: []}}
+    - {class_path: smalldata_pl.callbacks.AdaptiveBatchNorm, init_args: {image_size: 512, batch_size: 4}}
+YAML
 opts=(--trainer.enable_progress_bar=false --trainer.logger.init_args.save_dir=$out)
 # adapted: style + calibration while training, then AdaBN; adabn_only: the shipped synthetic training, then AdaBN
 # (and again with two other seeds for the synthetic stream and the network).
@@ -34,8 +43,9 @@ declare -A variants=(
   [adabn_only]=""
   [adabn_only_seed1]="--seed_everything=1 --data.init_args.seed=1"
   [adabn_only_seed2]="--seed_everything=2 --data.init_args.seed=2"
+  [adabn_frozen_encoder]="-c $out/adabn_frozen_encoder.yaml"
 )
-for name in adapted adabn_only adabn_only_seed1 adabn_only_seed2; do
+for name in adapted adabn_only adabn_only_seed1 adabn_only_seed2 adabn_frozen_encoder; do
   run=$out/$name/version_0/checkpoints
   if [ ! -f "$run/adabn.ckpt" ]; then
     start=$(date +%s)

@@ -18,7 +18,9 @@ pretrained BatchNorm statistics kept, for every start), both added after the shi
 Each training image gives 16 random crops per epoch (as the one-shot row of benchmarks/sim_to_real.sh). The
 synthetic encoder and network come from `bash benchmarks/super1_adapted.sh` (its `adabn_only` run: the shipped
 synthetic pre-training of `synthetic_pretrain_precipitates.yaml`, then AdaBN on the unlabelled Super1 training
-images; no real label is used).
+images; no real label is used). Its ``adabn_frozen_encoder`` run (the ImageNet encoder frozen during synthetic
+training, so only the decoder and head learn from synthetic labels) is another start for ``--inits network``
+through ``--synthetic_checkpoint``.
 
     python benchmarks/super_pre_pretraining.py --root ../shared/data/superalloy [--inits imagenet,network] [--lr 2e-4]
         [--keep_bn --out benchmarks/runs/pre_pretraining_keep_bn]

@@ -3,7 +3,7 @@
     python benchmarks/tbm_sim_to_real.py [--root ../shared/data/grain_boundaries_tbm] [--epochs 3]
         [--train-size 128] [--configs flat realistic ...] [--folds 2] [--backbone resnet10t --pretrained WEIGHTS]
         [--style '{"etch_drift": 0.15}'] [--tta] [--thresholds 0.3 0.4 ...] [--min-fragments 0 10 ...] [--reuse RUN]
-        [--train-seed 0]
+        [--train-seed 0] [--frozen-encoder]
 
 Group 2-fold: the 21 source micrographs (``group``) are split once, seeded, into halves A and B. For fold A->B
 the images of A are the unlabelled adaptation targets (style, scale, calibration, self-training, AdaBN) and the
@@ -30,7 +30,9 @@ are resized back to 256 px; with ``--tta`` they are averaged over the eight D4 v
 declares rotation and mirror invariance). ``--style`` overrides generator style fields on top of the base preset;
 ``--min-fragments`` adds isolated-fragment removal (``drop_boundary_fragments``) to what the tuning half chooses;
 ``--reuse RUN`` loads the checkpoints a previous run left under RUN instead of training again; ``--train-seed``
-seeds the network and the synthetic stream. Scores come from :func:`score_boundaries` (skeletons, 3 px, Heyn
+seeds the network and the synthetic stream; ``--frozen-encoder`` keeps the pretrained encoder frozen (weights and
+BatchNorm statistics) while a model learns from synthetic labels, so only the decoder and head do (the real-label
+bound always trains every layer). Scores come from :func:`score_boundaries` (skeletons, 3 px, Heyn
 intercepts). Writes ``benchmarks/runs/tbm_sim_to_real/results.json`` (and per-config JSON) and prints a table.
 """
 
@@ -53,7 +55,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from smalldata_pl.callbacks import SelfTraining
+from smalldata_pl.callbacks import SelfTraining, StagedUnfreezing
 from smalldata_pl.callbacks.adabn import adapt_batch_norm
 from smalldata_pl.datamodules import SegmentationFolder, SyntheticGrainBoundaries
 from smalldata_pl.datasets.folder import MicrographFolderDataset, Record
@@ -191,6 +193,8 @@ def train(config: str, fold: Fold | None, args: argparse.Namespace, folder: Path
             # The shipped schedule (start 4 of 8, every 2, threshold 0.9, AdaBN) scaled to the epochs run.
             start = max(1, args.epochs // 2)
             callbacks.append(SelfTraining(start_epoch=start, every_n_epochs=2, threshold=0.9, adapt_batch_norm=True))
+        if args.frozen_encoder:
+            callbacks.append(StagedUnfreezing(unfreeze_at=[]))  # no backbone group ever unfreezes
     model = MicrographSegmenter(
         backbone=args.backbone, pretrained=args.pretrained or False, num_classes=2, class_names=["grain", "boundary"],
         in_chans=in_chans, loss="ce+dice", boundary_class=1,
@@ -360,6 +364,9 @@ def main() -> None:
         "are dropped; each value is tried on the tuning half (0: keep every piece)",
     )
     parser.add_argument("--reuse", type=Path, help="a previous run's --out: load its checkpoints, do not train")
+    parser.add_argument(
+        "--frozen-encoder", action="store_true", help="synthetic configs train only the decoder and head"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
