@@ -14,7 +14,8 @@ instead: each fold scores one part and adapts and tunes on the other K - 1 (the 
 
 Configurations (each adaptation alone on the ``base`` style, then all combined):
 
-- ``flat``: ``configs/segmentation/grain_boundaries_synthetic.yaml`` as shipped (grey flat grains).
+- ``flat``: grey flat Voronoi grains (``style: flat``, what ``grain_boundaries_synthetic.yaml`` trained before it
+  moved to ``realistic``).
 - ``realistic`` / ``tint_etched``: the realistic generator styles, grey (``in_chans`` 1) and in colour (3); the
   ``base`` of the adaptations is whichever of the two scores higher on the fold's tuning half (or ``--base``).
 - ``histogram``, ``fda``: target-style augmentation; ``scale``: ``match_target_scale``; ``calibrate``:
