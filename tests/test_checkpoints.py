@@ -29,7 +29,8 @@ def test_last_checkpoint_is_the_final_epoch_even_when_the_monitor_never_improves
     assert last["epoch"] == 2
     assert last["global_step"] == 3 * 2  # 16 training images / batch 8 = 2 steps per epoch
     best = [p for p in _checkpoints().iterdir() if p.name != "last.ckpt"]
-    assert len(best) == 1 and best[0].name.startswith("epoch000")
+    # Named after the metric that chose it (not after val/loss, which the default monitors).
+    assert [p.name for p in best] == ["epoch000-step=2.0000.ckpt"]
 
 
 @pytest.mark.slow

@@ -66,7 +66,7 @@ def test_fit_then_validate_end_to_end(tmp_path):
     # Checkpoints: the best one is named after the val/loss it was chosen by, last.ckpt is the final model.
     checkpoints = run / "checkpoints"
     (best,) = (p for p in checkpoints.glob("*.ckpt") if p.name != "last.ckpt")
-    named_loss = float(re.search(r"val_loss(\d+\.\d+)", best.name).group(1))
+    named_loss = float(re.search(r"-val_loss=(\d+\.\d+)\.ckpt$", best.name).group(1))
     assert named_loss == pytest.approx(min(fit["val/loss"]), abs=1e-4)
     last = torch.load(checkpoints / "last.ckpt", map_location="cpu", weights_only=False)
     assert last["epoch"] == 1 and last["hyper_parameters"]["num_classes"] == 4

@@ -14,10 +14,16 @@ class LastAndBestCheckpoint(ModelCheckpoint):
     Lightning's own ``save_last`` rewrites ``last.ckpt`` only in a step where a top-k checkpoint was saved, so with
     a monitored metric that stops improving ``last.ckpt`` holds an old epoch: a resume would retrain finished
     epochs and evaluation would use an older model than the user thinks. The best checkpoints keep their own names.
-    Takes every argument of ``ModelCheckpoint``.
+    Takes every argument of ``ModelCheckpoint``; given a ``monitor`` and no ``filename`` (both as keywords), the
+    best checkpoints are named after the metric that chose them, e.g. ``epoch052-val_boundary_f1=0.7130.ckpt``.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        monitor = kwargs.get("monitor")
+        if monitor and kwargs.get("filename") is None:
+            # A fixed template would name a checkpoint chosen by boundary F1 after its validation loss.
+            kwargs["filename"] = f"epoch{{epoch:03d}}-{monitor.replace('/', '_')}={{{monitor}:.4f}}"
+            kwargs["auto_insert_metric_name"] = False  # the template names the metric once, without a '/'
         super().__init__(*args, **kwargs)
         self._last_written_step = -1
 

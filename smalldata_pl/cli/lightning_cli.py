@@ -99,7 +99,6 @@ class SmallDataCLI(LightningCLI):
                 "checkpoint.monitor": "val/loss",
                 "checkpoint.mode": "min",
                 "checkpoint.save_last": True,
-                "checkpoint.filename": "epoch{epoch:03d}-val_loss{val/loss:.4f}",
                 "checkpoint.auto_insert_metric_name": False,
             }
         )
