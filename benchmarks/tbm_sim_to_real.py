@@ -3,7 +3,7 @@
     python benchmarks/tbm_sim_to_real.py [--root ../shared/data/grain_boundaries_tbm] [--epochs 3]
         [--train-size 128] [--configs flat realistic ...] [--folds 2] [--backbone resnet10t --pretrained WEIGHTS]
         [--style '{"etch_drift": 0.15}'] [--tta] [--thresholds 0.3 0.4 ...] [--min-fragments 0 10 ...] [--reuse RUN]
-        [--train-seed 0] [--frozen-encoder]
+        [--train-seed 0] [--frozen-encoder] [--start-from RUN --lr 0.0003] [--class-balance 0.5] [--multiscale]
 
 Group 2-fold: the 21 source micrographs (``group``) are split once, seeded, into halves A and B. For fold A->B
 the images of A are the unlabelled adaptation targets (style, scale, calibration, self-training, AdaBN) and the
@@ -29,11 +29,18 @@ A model's inference scale is its DataModule's evaluation path (shorter side to `
 zooms the synthetic samples to the targets' grain size at this scale) or the tiles' native 256 px; probabilities
 are resized back to 256 px; with ``--tta`` they are averaged over the eight D4 views first (the DataModule
 declares rotation and mirror invariance). ``--style`` overrides generator style fields on top of the base preset;
-``--min-fragments`` adds isolated-fragment removal (``drop_boundary_fragments``) to what the tuning half chooses;
+``--multiscale`` offers the tuning half a third scale, the mean of the model-scale and native probabilities
+(target-free models); ``--min-fragments`` adds isolated-fragment removal (``drop_boundary_fragments``) to what the
+tuning half chooses;
 ``--reuse RUN`` loads the checkpoints a previous run left under RUN instead of training again; ``--train-seed``
 seeds the network and the synthetic stream; ``--frozen-encoder`` keeps the pretrained encoder frozen (weights and
 BatchNorm statistics) while a model learns from synthetic labels, so only the decoder and head do (the real-label
-bound always trains every layer). Scores come from :func:`score_boundaries` (skeletons, 3 px, Heyn
+bound always trains every layer). ``--start-from RUN`` makes it a second stage: every synthetic configuration starts
+from the target-free base model RUN trained (``init_weights``), trains ``--epochs`` more at ``--lr`` and keeps its
+last epoch (synthetic validation cannot judge an adaptation to the target); the base style itself then measures
+what the extra epochs alone give. Self-training there pseudo-labels from the first epoch on, without AdaBN, with
+the teacher's views averaged under ``--tta``; ``--class-balance SHARE`` makes its pseudo-labels class-balanced
+(``SelfTraining(class_balance=...)``). Scores come from :func:`score_boundaries` (skeletons, 3 px, Heyn
 intercepts). Writes ``benchmarks/runs/tbm_sim_to_real/results.json`` (and per-config JSON) and prints a table.
 """
 
@@ -45,6 +52,7 @@ import string
 import time
 import warnings
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -190,15 +198,34 @@ def train(config: str, fold: Fold | None, args: argparse.Namespace, folder: Path
             seed=args.train_seed,
             **options,
         )
-        if self_training:
+        if self_training and args.start_from:
+            # The teacher is the trained base: pseudo-labels from the first epoch on; no AdaBN, which lowered the
+            # Lite0 base on both tuning halves (section "Synthetic and real labels at the same budget").
+            callbacks.append(
+                SelfTraining(
+                    start_epoch=1, every_n_epochs=2, threshold=0.9, class_balance=args.class_balance, tta=args.tta
+                )
+            )
+        elif self_training:
             # The shipped schedule (start 4 of 8, every 2, threshold 0.9, AdaBN) scaled to the epochs run.
             start = max(1, args.epochs // 2)
-            callbacks.append(SelfTraining(start_epoch=start, every_n_epochs=2, threshold=0.9, adapt_batch_norm=True))
+            callbacks.append(
+                SelfTraining(
+                    start_epoch=start,
+                    every_n_epochs=2,
+                    threshold=0.9,
+                    adapt_batch_norm=True,
+                    class_balance=args.class_balance,
+                )
+            )
         if args.frozen_encoder:
             callbacks.append(StagedUnfreezing(unfreeze_at=[]))  # no backbone group ever unfreezes
+    second_stage = bool(args.start_from) and config != "real_labels"
     model = MicrographSegmenter(
         backbone=args.backbone, pretrained=args.pretrained or False, num_classes=2, class_names=["grain", "boundary"],
         in_chans=in_chans, loss="ce+dice", boundary_class=1,
+        optimizer=partial(torch.optim.AdamW, lr=args.lr) if args.lr else torch.optim.AdamW,
+        init_weights=str(base_checkpoint(args.start_from, base)) if second_stage else None,
     )  # fmt: skip
     earlier = sorted((args.reuse / folder.relative_to(args.out)).glob("*.ckpt")) if args.reuse else []
     if earlier:
@@ -206,8 +233,10 @@ def train(config: str, fold: Fold | None, args: argparse.Namespace, folder: Path
         if getattr(data, "match_target_scale", False):
             data.setup("fit")  # the target scale the model was trained at, for the record
         return model.eval(), data
-    # As shipped: the best epoch on synthetic validation; real labels have no validation set, the last epoch.
-    checkpoint = ModelCheckpoint(folder, monitor="val/boundary_f1" if config != "real_labels" else None, mode="max")
+    # As shipped: the best epoch on synthetic validation; real labels have no validation set, and a second stage
+    # adapts to a target that synthetic validation cannot see: the last epoch.
+    best_on_validation = config != "real_labels" and not second_stage
+    checkpoint = ModelCheckpoint(folder, monitor="val/boundary_f1" if best_on_validation else None, mode="max")
     trainer = L.Trainer(
         max_epochs=args.epochs,
         accelerator="cpu",
@@ -223,6 +252,14 @@ def train(config: str, fold: Fold | None, args: argparse.Namespace, folder: Path
         model.load_state_dict(torch.load(checkpoint.best_model_path, weights_only=False)["state_dict"])
     model.eval()
     return model, data
+
+
+def base_checkpoint(run: Path, style: str) -> Path:
+    """The one checkpoint of the target-free ``style`` model that the run ``run`` trained (shared by its folds)."""
+    found = sorted((run / "fits" / style).glob("*/*.ckpt"))
+    if len(found) != 1:
+        raise FileNotFoundError(f"expected one {style} checkpoint under {run / 'fits' / style}, found {len(found)}")
+    return found[0]
 
 
 def pipeline_of(model: MicrographSegmenter, size: int | None) -> ImagePipeline:
@@ -283,18 +320,24 @@ def evaluate(config: str, model: MicrographSegmenter, fold: Fold, args: argparse
     elif config == "real_labels":
         sizes = {"native": None}
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    tuning, held_out = {}, {}
+    tune_maps, held_out = {}, {}
     for scale, size in sizes.items():
         model.load_state_dict(state)
         if ADAPTATIONS.get(config, {}).get("adabn"):
             model.__dict__.pop("_tbm_maps", None)  # new statistics, new maps
             adabn(model, fold.tune, size)
-        tune_maps = probabilities(model, fold.tune, size, args.tta)
-        for threshold in args.thresholds:
-            for piece in args.min_fragments:
-                tuning[(scale, threshold, piece)] = scores(tune_maps, fold.tune, threshold, piece)["f1"]
+        tune_maps[scale] = probabilities(model, fold.tune, size, args.tta)
         held_out[scale] = probabilities(model, fold.evaluate, size, args.tta)
     model.load_state_dict(state)
+    if args.multiscale and len(sizes) == 2:  # both scales' probabilities averaged, a third candidate
+        for maps in (tune_maps, held_out):
+            maps["both"] = [(a + b) / 2 for a, b in zip(maps["model"], maps["native"], strict=True)]
+    tuning = {
+        (scale, threshold, piece): scores(maps, fold.tune, threshold, piece)["f1"]
+        for scale, maps in tune_maps.items()
+        for threshold in args.thresholds
+        for piece in args.min_fragments
+    }
     if ADAPTATIONS.get(config, {}).get("adabn"):
         model.__dict__.pop("_tbm_maps", None)  # the maps of adapted statistics belong to this fold only
     scale, threshold, piece = max(tuning, key=lambda key: tuning[key])
@@ -364,11 +407,21 @@ def main() -> None:
         help="isolated boundary pieces shorter than this (px) "
         "are dropped; each value is tried on the tuning half (0: keep every piece)",
     )
+    parser.add_argument(
+        "--multiscale", action="store_true", help="also offer the mean of the model-scale and native probabilities"
+    )
     parser.add_argument("--reuse", type=Path, help="a previous run's --out: load its checkpoints, do not train")
     parser.add_argument(
         "--frozen-encoder", action="store_true", help="synthetic configs train only the decoder and head"
     )
+    parser.add_argument("--start-from", type=Path, help="a previous run's --out whose base model starts every fit")
+    parser.add_argument(
+        "--class-balance", type=float, help="self-training keeps at least this share of each class (SelfTraining)"
+    )
+    parser.add_argument("--lr", type=float, help="AdamW learning rate (default: AdamW's 1e-3)")
     args = parser.parse_args()
+    if args.start_from and not args.base:
+        parser.error("--start-from needs --base: the style whose trained model starts the fits")
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     logging.basicConfig(level=logging.WARNING)

@@ -8,14 +8,24 @@ import numpy as np
 import pytest
 import torch
 from conftest import tensorboard_scalars, write_image
+from lightning.pytorch import LightningModule
+from PIL import Image
 from torch import nn
+from typing_extensions import override
 
 from smalldata_pl.callbacks import SelfTraining, adapt_batch_norm
 from smalldata_pl.callbacks.adabn import adapt_to_targets, batch_norm_layers
 from smalldata_pl.cli.main import main
 from smalldata_pl.datamodules import SegmentationFolder, SyntheticGrainBoundaries
 from smalldata_pl.datamodules.base import MicrographDataModule
-from smalldata_pl.datasets.pseudo_labels import ConcatSamples, PseudoLabelDataset, confident_labels, target_records
+from smalldata_pl.datasets.pseudo_labels import (
+    ConcatSamples,
+    PseudoLabelDataset,
+    class_balanced_thresholds,
+    confident_labels,
+    keep_confident,
+    target_records,
+)
 from smalldata_pl.generators.calibration import calibrate_imaging, rescale_sample, scale_factor
 from smalldata_pl.generators.grains import GRAIN_MORPHOLOGIES, GrainMorphology, render_grain_micrograph
 from smalldata_pl.generators.imaging import IMAGING_PRESETS, ImagingModel
@@ -168,6 +178,65 @@ def test_self_training_adabn_predicts_with_target_statistics_then_restores_them(
     assert adapt_to_targets(trainer, model, records, image_size=None, batch_size=4) == 2
     no_data: Any = SimpleNamespace(datamodule=None)  # the model's in_chans and ImageNet statistics, no size
     assert adapt_to_targets(no_data, model, records, image_size=None, batch_size=4) == 6
+
+
+class LeftRightSegmenter(LightningModule):
+    """A teacher that is plainly not rotation-equivariant: class 1 grows from left to right, plus image content."""
+
+    @override
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        ramp = torch.linspace(-3.0, 3.0, images.shape[-1]).expand_as(images[:, :1])
+        score = ramp + 10 * (images.mean(dim=1, keepdim=True) - images.mean())
+        return torch.cat([-score, score], dim=1)
+
+
+def test_self_training_tta_pseudo_labels_turn_with_the_image(target_folder: Path, tmp_path: Path) -> None:
+    """Averaged over the D4 views the grain DataModule allows, the teacher is rotation-equivariant: a quarter-turned
+    target gets the quarter-turned pseudo-labels; from one view it does not."""
+    trainer: Any = SimpleNamespace(datamodule=SyntheticGrainBoundaries(image_size=32, in_chans=3))
+    turned_folder = tmp_path / "turned"
+    for path in sorted(target_folder.glob("*.png")):
+        write_image(turned_folder / path.name, np.rot90(np.asarray(Image.open(path))).copy())
+    matches = {}
+    for tta in (False, True):
+        callback = SelfTraining(threshold=0.5, tta=tta)
+        callback.records = target_records(target_folder)
+        upright = callback.pseudo_labels(trainer, LeftRightSegmenter())
+        callback.records = target_records(turned_folder)
+        turned = callback.pseudo_labels(trainer, LeftRightSegmenter())
+        assert all(len(mask.unique()) > 1 for mask in upright + turned)  # neither side is a constant mask
+        matches[tta] = [torch.equal(torch.rot90(a), b) for a, b in zip(upright, turned, strict=True)]
+    assert all(matches[True])
+    assert not any(matches[False])
+
+
+def test_class_balanced_thresholds_keep_the_surer_share_of_a_rare_class() -> None:
+    confidences = [torch.tensor([0.95, 0.97, 0.55, 0.6]), torch.tensor([0.99, 0.7, 0.8])]
+    labels = [torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 1])]
+    thresholds = class_balanced_thresholds(confidences, labels, 3, threshold=0.9, share=0.5)
+    # Class 0 is sure of itself: the 0.9 threshold stays; class 1 keeps its two surest of four; class 2 is absent.
+    assert thresholds.tolist() == pytest.approx([0.9, 0.7, 0.9])
+    kept = [keep_confident(c, lab, thresholds, IGNORE_INDEX) for c, lab in zip(confidences, labels, strict=True)]
+    assert [k.tolist() for k in kept] == [[0, 0, IGNORE_INDEX, IGNORE_INDEX], [0, 1, 1]]
+    assert keep_confident(confidences[1], labels[1], 0.9, IGNORE_INDEX).tolist() == [0, IGNORE_INDEX, IGNORE_INDEX]
+    with pytest.raises(ValueError, match="share"):
+        class_balanced_thresholds(confidences, labels, 2, threshold=0.9, share=0.0)
+
+
+def test_self_training_class_balance_keeps_the_surer_share_of_every_class(target_folder: Path) -> None:
+    trainer: Any = SimpleNamespace(datamodule=SyntheticGrainBoundaries(image_size=32, in_chans=3))
+    records = target_records(target_folder)
+    everything, balanced = SelfTraining(threshold=0.5), SelfTraining(threshold=1.0, class_balance=0.3)
+    everything.records = balanced.records = records
+    predicted = torch.stack(everything.pseudo_labels(trainer, LeftRightSegmenter()))  # two classes: all kept
+    kept = torch.stack(balanced.pseudo_labels(trainer, LeftRightSegmenter()))
+    labelled = kept != IGNORE_INDEX
+    assert torch.equal(kept[labelled], predicted[labelled])
+    assert balanced.class_thresholds is not None and max(balanced.class_thresholds) < 1.0
+    for cls in (0, 1):  # a threshold of 1 keeps nothing; the balance keeps the surer 30 % of each class
+        assert int((kept == cls).sum()) / int((predicted == cls).sum()) == pytest.approx(0.3, abs=0.01)
+    with pytest.raises(ValueError, match="class_balance"):
+        SelfTraining(class_balance=1.5)
 
 
 def test_calibration_recovers_noise_and_blur_of_targets() -> None:

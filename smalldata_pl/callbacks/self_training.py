@@ -13,9 +13,15 @@ from typing_extensions import override
 from smalldata_pl.callbacks.adabn import adapt_to_targets, batch_norm_layers, target_records_of
 from smalldata_pl.datamodules.base import MicrographDataModule
 from smalldata_pl.datasets.folder import Record
-from smalldata_pl.datasets.pseudo_labels import ConcatSamples, PseudoLabelDataset, confident_labels
+from smalldata_pl.datasets.pseudo_labels import (
+    ConcatSamples,
+    PseudoLabelDataset,
+    class_balanced_thresholds,
+    keep_confident,
+)
 from smalldata_pl.io.images import read_image
 from smalldata_pl.transforms.pipeline import IGNORE_INDEX
+from smalldata_pl.transforms.views import IDENTITY, mean_probabilities, views_from_invariances
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +30,9 @@ class SelfTraining(Callback):
     """Adds the target images, labelled by the model's own confident predictions, to the training set.
 
     From epoch ``start_epoch`` on, and again every ``every_n_epochs`` epochs, the model (in evaluation mode)
-    segments each target image at the evaluation scale; pixels whose top class probability reaches ``threshold``
-    keep that class, all others get ``IGNORE_INDEX`` and count in neither loss nor metrics. The pseudo-labelled
+    segments each target image at the evaluation scale (averaged over the allowed views with ``tta``); pixels whose
+    top class probability reaches ``threshold`` (or their class's own lower threshold under ``class_balance``) keep
+    that class, all others get ``IGNORE_INDEX`` and count in neither loss nor metrics. The pseudo-labelled
     images, prepared by the DataModule's ``target_pipeline`` (cropped and augmented like its own training images;
     a procedural DataModule leaves out its target styling), then join the DataModule's training set (``repeats``
     copies each) until the next refresh. Validation stays on the source data.
@@ -51,6 +58,12 @@ class SelfTraining(Callback):
         max_images: Use at most this many target images (evenly spaced); ``None``: all.
         adapt_batch_norm: Predict with BatchNorm statistics re-estimated on the targets (AdaBN), then restore the
             training statistics.
+        class_balance: Class-balanced pseudo-labels: every class also keeps the most confident of this share of
+            the pixels predicted as it, over all targets, below ``threshold`` if need be (0.5: the surer half),
+            so that a thin minority class such as grain boundaries is not left out; ``None``: ``threshold``
+            alone.
+        tta: Pseudo-label with the softmax averaged over the D4 views that the DataModule's ``invariances``
+            allow (up to eight): a steadier teacher than one view, at that many times the labelling cost.
     """
 
     def __init__(
@@ -63,6 +76,8 @@ class SelfTraining(Callback):
         repeats: int = 1,
         max_images: int | None = None,
         adapt_batch_norm: bool = False,
+        class_balance: float | None = None,
+        tta: bool = False,
     ) -> None:
         if start_epoch < 1:
             raise ValueError(f"start_epoch must be at least 1 (the model must have trained), got {start_epoch}")
@@ -70,6 +85,8 @@ class SelfTraining(Callback):
             raise ValueError(f"every_n_epochs and repeats must be at least 1, got {every_n_epochs} and {repeats}")
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+        if class_balance is not None and not 0.0 < class_balance <= 1.0:
+            raise ValueError(f"class_balance must be in (0, 1] (a share of each class's pixels), got {class_balance}")
         self.target_root, self.target_manifest, self.max_images = target_root, target_manifest, max_images
         self.records: list[Record] = []
         self.start_epoch = start_epoch
@@ -77,6 +94,9 @@ class SelfTraining(Callback):
         self.threshold = threshold
         self.repeats = repeats
         self.adapt_bn = adapt_batch_norm
+        self.class_balance = class_balance
+        self.tta = tta
+        self.class_thresholds: list[float] | None = None
         self.synthetic: Dataset | None = None
         self.kept_fraction: float | None = None
 
@@ -132,25 +152,45 @@ class SelfTraining(Callback):
         assert isinstance(datamodule, MicrographDataModule)
         pipeline = datamodule.pipeline(None)  # the evaluation path: whole image, shorter side to image_size
         predict = getattr(pl_module, "predict_logits", pl_module)  # sliding windows where the task has them
+
+        def segmentation_logits(images: torch.Tensor) -> torch.Tensor:
+            logits = predict(images)
+            if logits.ndim != 4:
+                raise TypeError(
+                    f"SelfTraining needs a segmentation model; {type(pl_module).__name__} gave outputs of shape "
+                    f"{tuple(logits.shape)}"
+                )
+            return logits
+
+        views = views_from_invariances(getattr(datamodule, "invariances", None)) if self.tta else [IDENTITY]
         training = pl_module.training
         pl_module.eval()
-        masks = []
+        confidences, labels = [], []
         try:
             for record in self.records:
                 image = read_image(record.path)
-                logits = predict(pipeline(image)["image"][None].to(pl_module.device))
-                if logits.ndim != 4:
-                    raise TypeError(
-                        f"SelfTraining needs a segmentation model; {type(pl_module).__name__} gave outputs of shape "
-                        f"{tuple(logits.shape)}"
-                    )
-                native = F.interpolate(logits.float(), size=image.shape[:2], mode="bilinear", align_corners=False)
-                masks.append(confident_labels(native.softmax(dim=1)[0], self.threshold, IGNORE_INDEX).cpu())
+                batch = pipeline(image)["image"][None].to(pl_module.device)
+                size = image.shape[:2]
+                if views == [IDENTITY]:  # logits resized, then the softmax, as before TTA existed
+                    logits = F.interpolate(segmentation_logits(batch).float(), size=size, mode="bilinear")
+                    probabilities = logits.softmax(dim=1)
+                else:  # the views' probabilities are averaged in the model's frame, then resized
+                    averaged = mean_probabilities(segmentation_logits, batch, views, per_pixel=True).float()
+                    probabilities = F.interpolate(averaged, size=size, mode="bilinear")
+                confidence, label = probabilities[0].max(dim=0)
+                confidences.append(confidence.cpu())
+                labels.append(label.cpu())
         finally:
             pl_module.train(training)
             if saved is not None:
                 _restore_batch_norm(pl_module, saved)
-        return masks
+        least: float | torch.Tensor = self.threshold
+        if self.class_balance is not None and labels:
+            num_classes = 1 + max(int(lab.max()) for lab in labels)  # a class never predicted needs no threshold
+            least = class_balanced_thresholds(confidences, labels, num_classes, self.threshold, self.class_balance)
+            self.class_thresholds = least.tolist()
+            log.info("self-training: least confidence kept per class %s", [round(t, 3) for t in self.class_thresholds])
+        return [keep_confident(c, lab, least, IGNORE_INDEX) for c, lab in zip(confidences, labels, strict=True)]
 
 
 def _batch_norm_state(model: nn.Module) -> list[dict[str, torch.Tensor]]:

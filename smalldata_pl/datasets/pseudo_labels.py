@@ -103,4 +103,58 @@ class ConcatSamples(Dataset):
 def confident_labels(probabilities: torch.Tensor, threshold: float, ignore_index: int) -> torch.Tensor:
     """Arg-max classes of ``[C, H, W]`` (or ``[B, C, H, W]``) probabilities; below ``threshold`` → ``ignore_index``."""
     confidence, labels = probabilities.max(dim=-3)
-    return labels.masked_fill(confidence < threshold, ignore_index)
+    return keep_confident(confidence, labels, threshold, ignore_index)
+
+
+def keep_confident(
+    confidence: torch.Tensor, labels: torch.Tensor, threshold: float | torch.Tensor, ignore_index: int
+) -> torch.Tensor:
+    """``labels`` where ``confidence`` reaches ``threshold``, ``ignore_index`` elsewhere.
+
+    Args:
+        confidence: Top-class probability of every pixel.
+        labels: Arg-max class of every pixel (same shape).
+        threshold: Least confidence kept: one for every class, or a ``[C]`` tensor with each class's own.
+        ignore_index: Label of the pixels left out.
+    """
+    least = threshold[labels] if isinstance(threshold, torch.Tensor) else threshold
+    return labels.masked_fill(confidence < least, ignore_index)
+
+
+def class_balanced_thresholds(
+    confidences: Sequence[torch.Tensor],
+    labels: Sequence[torch.Tensor],
+    num_classes: int,
+    threshold: float,
+    share: float,
+) -> torch.Tensor:
+    """Each class's least kept confidence for class-balanced self-training (Zou et al., ECCV 2018).
+
+    A single threshold keeps what the model is surest of, and on micrographs that is the majority class: the
+    grain interiors pass 0.9 and thin boundaries hardly ever do, so the pseudo-labels teach the model to draw
+    fewer boundaries. Here every class keeps at least the most confident ``share`` of the pixels predicted as it,
+    pooled over all target images, even below ``threshold``; pixels at or above ``threshold`` stay kept.
+
+    Args:
+        confidences: Top-class probability maps of the target images.
+        labels: Their arg-max class maps.
+        num_classes: Number of classes (a class never predicted gets ``threshold``).
+        threshold: Confidence that is always enough.
+        share: Least share of each class's predicted pixels kept, in (0, 1].
+
+    Returns:
+        ``[num_classes]`` least confidences, none above ``threshold``.
+    """
+    if not 0.0 < share <= 1.0:
+        raise ValueError(f"the kept share of each class must be in (0, 1], got {share}")
+    confidence = torch.cat([c.flatten() for c in confidences])
+    label = torch.cat([lab.flatten() for lab in labels])
+    thresholds = torch.full((num_classes,), threshold, dtype=confidence.dtype)
+    for cls in range(num_classes):
+        values = confidence[label == cls]
+        if len(values):
+            kept = max(1, round(share * len(values)))
+            # The kept-th largest value: the most confident `kept` pixels of the class reach it.
+            kth = values.kthvalue(len(values) - kept + 1).values
+            thresholds[cls] = torch.minimum(kth, thresholds[cls])
+    return thresholds
