@@ -9,7 +9,9 @@ shipped except for the data and the start, with the same seed from each of three
 
 Scored on the Super1/Super3 test images (group spot2), which no decision here touches: every setting below was
 fixed before the first score, except ``--lr`` (a gentler fine-tune for every start) and ``--keep_bn`` (the
-pretrained BatchNorm statistics kept, for every start), both added after the shipped fine-tune's scores were seen.
+pretrained BatchNorm statistics kept, for every start), both added after the shipped fine-tune's scores were seen,
+and ``--mix_in`` (16 fresh synthetic precipitate images mixed into every epoch of the fine-tune, training only),
+added last.
 
 - 1 image: the upstream one-shot split Super3 (its single training image), seeds 0-2.
 - 2 or 5 images (``--images 2,5``): training images of different specimen groups drawn from the Super1
@@ -23,7 +25,7 @@ training, so only the decoder and head learn from synthetic labels) is another s
 through ``--synthetic_checkpoint``.
 
     python benchmarks/super_pre_pretraining.py --root ../shared/data/superalloy [--inits imagenet,network] [--lr 2e-4]
-        [--keep_bn --out benchmarks/runs/pre_pretraining_keep_bn]
+        [--keep_bn --out benchmarks/runs/pre_pretraining_keep_bn] [--mix_in]
 
 Results go to benchmarks/runs/pre_pretraining/ (`points.jsonl`, one line per finished fit; a rerun skips them, so
 an interrupted run resumes) and the table is printed.
@@ -50,6 +52,8 @@ INITS = ("imagenet", "synthetic", "network")
 # The shipped fine-tune with the pretrained BatchNorm statistics kept: every layer trains from the first epoch at
 # the config's LR; only a fresh decoder's BatchNorm learns statistics.
 KEEP_BN = "configs/overlays/keep_pretrained_bn.yaml"
+# Fresh synthetic precipitates mixed into every fine-tune epoch beside the real crops (training only).
+MIX_IN = "configs/overlays/mix_in_synthetic_precipitates.yaml"
 
 
 def split_manifest(root: Path, out: Path, images: int, seed: int) -> tuple[Path, str]:
@@ -98,6 +102,7 @@ def run_point(
     max_epochs: int,
     lr: float | None = None,
     keep_bn: bool = False,
+    mix_in: bool = False,
 ) -> dict:
     manifest, split = split_manifest(root, out, images, seed)
     name = f"{init}_{images}img_seed{seed}"
@@ -113,6 +118,8 @@ def run_point(
         options.append(f"--model.init_args.optimizer.init_args.lr={lr}")
     if keep_bn:
         options += ["-c", KEEP_BN]
+    if mix_in:
+        options += ["-c", MIX_IN]
     if init == "synthetic":
         options.append(f"--model.init_args.pretrained={encoder}")
     elif init == "network":
@@ -179,14 +186,18 @@ def main() -> None:
     parser.add_argument(
         "--keep_bn", action="store_true", help="keep pretrained BatchNorm statistics during the fine-tune (every start)"
     )
+    parser.add_argument(
+        "--mix_in", action="store_true", help=f"mix fresh synthetic precipitates into every fine-tune ({MIX_IN})"
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/runs/pre_pretraining"))
     args = parser.parse_args()
     root, out = args.root.resolve(), args.out
     out.mkdir(parents=True, exist_ok=True)
-    if not args.synthetic_checkpoint.is_file():
+    synthetic_starts = {"synthetic", "network"} & set(args.inits.split(","))
+    if synthetic_starts and not args.synthetic_checkpoint.is_file():
         raise SystemExit(f"{args.synthetic_checkpoint} is missing: run `bash benchmarks/super1_adapted.sh` first")
     encoder = out / "synthetic_encoder.pth"
-    if not encoder.is_file():
+    if "synthetic" in synthetic_starts and not encoder.is_file():
         subprocess.run(
             ["smalldata", "export-encoder", str(args.synthetic_checkpoint), "--out", str(encoder)], check=True
         )
@@ -209,6 +220,7 @@ def main() -> None:
                     args.max_epochs,
                     args.lr,
                     args.keep_bn,
+                    args.mix_in,
                 )
                 point["machine"] = platform.processor() or platform.machine()
                 print(point, flush=True)

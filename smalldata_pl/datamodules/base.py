@@ -10,6 +10,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
+from smalldata_pl.datasets.pseudo_labels import ConcatSamples
 from smalldata_pl.datasets.sampling import DistributedEpochSampler, EpochSampler
 from smalldata_pl.transforms.augmentation import build_augmentation
 from smalldata_pl.transforms.invariances import LabelInvariances, check_augmentation, leaves
@@ -52,6 +53,10 @@ class MicrographDataModule(LightningDataModule, ABC):
             tags); an image with neither is an error at setup. ``None``: keep each image's own scale.
         crop_data_bar: Cut off the instrument's data bar when the file's metadata gives its height (FEI/Thermo,
             Zeiss), in training, evaluation and ``smalldata apply`` alike.
+        mix_in: Another DataModule, typically a procedural one, whose training samples join this one's in every
+            training epoch (its ``train_size`` per epoch beside this module's own), e.g. synthetic precipitates
+            mixed into a few real micrographs. It must have the same classes in the same order, channels,
+            normalisation and training sample size; validation, test and predict stay on this module's data.
 
     Under a distributed strategy the training loader shards each epoch over the ranks itself
     (:class:`~smalldata_pl.datasets.sampling.DistributedEpochSampler`), so a mid-epoch resume skips exactly
@@ -75,8 +80,10 @@ class MicrographDataModule(LightningDataModule, ABC):
         resize: ResizePolicy = "shortest_side",
         target_pixel_size: float | None = None,
         crop_data_bar: bool = True,
+        mix_in: "MicrographDataModule | None" = None,
     ) -> None:
         super().__init__()
+        self.mix_in = mix_in
         self.target_pixel_size, self.crop_data_bar = target_pixel_size, crop_data_bar
         # Validates target_pixel_size; shared by every dataset of this module and recorded in checkpoints.
         self.physical_scale = PhysicalScale(target_pixel_size, crop_data_bar)
@@ -215,7 +222,51 @@ class MicrographDataModule(LightningDataModule, ABC):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_dataset, "train", train=True)
+        return self._loader(self.mixed(self.train_dataset), "train", train=True)
+
+    def mixed(self, dataset: Dataset | None) -> Dataset | None:
+        """``dataset`` followed by the ``mix_in`` DataModule's training samples (``dataset`` itself without one)."""
+        if self.mix_in is None or dataset is None:
+            return dataset
+        if self.mix_in.train_dataset is None:
+            self.mix_in.setup("fit")
+        extra = self.mix_in.train_dataset
+        if extra is None:
+            raise RuntimeError(f"data.mix_in ({type(self.mix_in).__name__}) built no training set in setup('fit')")
+        return ConcatSamples([dataset, extra], keys=self._check_mix_in(dataset, extra))
+
+    def _check_mix_in(self, own: Dataset, extra: Dataset) -> list[str]:
+        """Refuse a mix-in whose samples would be trained as something else, naming what differs and the fix.
+
+        Returns:
+            The sample keys both kinds have (a real sample's ``path`` has no procedural counterpart).
+        """
+        other = self.mix_in
+        assert other is not None
+        name = type(other).__name__
+        if list(other.class_names) != self.class_names:
+            raise ValueError(
+                f"data.mix_in ({name}) has classes {list(other.class_names)} but this data has {self.class_names}: "
+                "its mask values would be trained as the wrong classes; mix in a DataModule with the same classes in "
+                "the same order"
+            )
+        if other.in_chans != self.in_chans or other.mean != self.mean or other.std != self.std:
+            raise ValueError(
+                f"data.mix_in ({name}) delivers {other.in_chans} channel(s) normalised with mean {other.mean}, std "
+                f"{other.std}, this data {self.in_chans} with {self.mean}, {self.std}; set the mix-in's in_chans "
+                "(and mean/std) to this data's"
+            )
+        mine, theirs = own[(0, 0)], extra[(0, 0)]
+        if mine["image"].shape != theirs["image"].shape:
+            raise ValueError(
+                f"data.mix_in ({name}) gives training images of shape {tuple(theirs['image'].shape)}, this data "
+                f"{tuple(mine['image'].shape)}; set the mix-in's image_size to this data's training crop size so they "
+                "batch together"
+            )
+        target = "mask" if "mask" in mine else "label"
+        if target not in theirs:
+            raise ValueError(f"data.mix_in ({name}) gives samples without a {target!r}; mix in the same task's data")
+        return [key for key in mine if key in theirs]
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_dataset, "validation")

@@ -82,10 +82,16 @@ class ConcatSamples(Dataset):
 
     ``torch.utils.data.ConcatDataset`` takes plain indices only, and the parts here derive their (augmentation or
     procedural) randomness from the epoch.
+
+    Args:
+        parts: The datasets, in order.
+        keys: Keep only these sample keys (those all parts have), so samples of different kinds batch together,
+            e.g. real ones with a ``path`` and procedural ones without; ``None``: every key.
     """
 
-    def __init__(self, parts: Sequence[Dataset]) -> None:
+    def __init__(self, parts: Sequence[Dataset], keys: Sequence[str] | None = None) -> None:
         self.parts = list(parts)
+        self.keys = list(keys) if keys is not None else None
         self.ends = list(accumulate(len(p) for p in self.parts))  # type: ignore[arg-type]
 
     def __len__(self) -> int:
@@ -97,7 +103,8 @@ class ConcatSamples(Dataset):
             raise IndexError(f"index {index} out of range for {len(self)} samples")
         part = bisect_right(self.ends, index)
         start = self.ends[part - 1] if part else 0
-        return self.parts[part][(epoch, index - start)]
+        sample = self.parts[part][(epoch, index - start)]
+        return sample if self.keys is None else {key: sample[key] for key in self.keys}
 
 
 def confident_labels(probabilities: torch.Tensor, threshold: float, ignore_index: int) -> torch.Tensor:
