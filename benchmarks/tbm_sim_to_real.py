@@ -198,25 +198,16 @@ def train(config: str, fold: Fold | None, args: argparse.Namespace, folder: Path
             seed=args.train_seed,
             **options,
         )
-        if self_training and args.start_from:
-            # The teacher is the trained base: pseudo-labels from the first epoch on; no AdaBN, which lowered the
-            # Lite0 base on both tuning halves (section "Synthetic and real labels at the same budget").
+        if self_training:
+            if args.start_from:
+                # The teacher is the trained base: pseudo-labels from the first epoch on; no AdaBN, which lowered
+                # the Lite0 base on both tuning halves (section "Synthetic and real labels at the same budget").
+                schedule: dict[str, Any] = {"start_epoch": 1, "tta": args.tta}
+            else:
+                # The shipped schedule (start 4 of 8, every 2, threshold 0.9, AdaBN) scaled to the epochs run.
+                schedule = {"start_epoch": max(1, args.epochs // 2), "adapt_batch_norm": True}
             callbacks.append(
-                SelfTraining(
-                    start_epoch=1, every_n_epochs=2, threshold=0.9, class_balance=args.class_balance, tta=args.tta
-                )
-            )
-        elif self_training:
-            # The shipped schedule (start 4 of 8, every 2, threshold 0.9, AdaBN) scaled to the epochs run.
-            start = max(1, args.epochs // 2)
-            callbacks.append(
-                SelfTraining(
-                    start_epoch=start,
-                    every_n_epochs=2,
-                    threshold=0.9,
-                    adapt_batch_norm=True,
-                    class_balance=args.class_balance,
-                )
+                SelfTraining(every_n_epochs=2, threshold=0.9, class_balance=args.class_balance, **schedule)
             )
         if args.frozen_encoder:
             callbacks.append(StagedUnfreezing(unfreeze_at=[]))  # no backbone group ever unfreezes

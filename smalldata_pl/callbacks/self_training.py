@@ -165,7 +165,7 @@ class SelfTraining(Callback):
         views = views_from_invariances(getattr(datamodule, "invariances", None)) if self.tta else [IDENTITY]
         training = pl_module.training
         pl_module.eval()
-        confidences, labels = [], []
+        confidences, labels, num_classes = [], [], 0
         try:
             for record in self.records:
                 image = read_image(record.path)
@@ -177,6 +177,7 @@ class SelfTraining(Callback):
                 else:  # the views' probabilities are averaged in the model's frame, then resized
                     averaged = mean_probabilities(segmentation_logits, batch, views, per_pixel=True).float()
                     probabilities = F.interpolate(averaged, size=size, mode="bilinear")
+                num_classes = probabilities.shape[1]
                 confidence, label = probabilities[0].max(dim=0)
                 confidences.append(confidence.cpu())
                 labels.append(label.cpu())
@@ -186,7 +187,6 @@ class SelfTraining(Callback):
                 _restore_batch_norm(pl_module, saved)
         least: float | torch.Tensor = self.threshold
         if self.class_balance is not None and labels:
-            num_classes = 1 + max(int(lab.max()) for lab in labels)  # a class never predicted needs no threshold
             least = class_balanced_thresholds(confidences, labels, num_classes, self.threshold, self.class_balance)
             self.class_thresholds = least.tolist()
             log.info("self-training: least confidence kept per class %s", [round(t, 3) for t in self.class_thresholds])

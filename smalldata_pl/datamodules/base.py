@@ -84,6 +84,7 @@ class MicrographDataModule(LightningDataModule, ABC):
     ) -> None:
         super().__init__()
         self.mix_in = mix_in
+        self._mix_in_keys: list[str] | None = None  # checked once: SelfTraining rebuilds the loader every epoch
         self.target_pixel_size, self.crop_data_bar = target_pixel_size, crop_data_bar
         # Validates target_pixel_size; shared by every dataset of this module and recorded in checkpoints.
         self.physical_scale = PhysicalScale(target_pixel_size, crop_data_bar)
@@ -226,23 +227,24 @@ class MicrographDataModule(LightningDataModule, ABC):
 
     def mixed(self, dataset: Dataset | None) -> Dataset | None:
         """``dataset`` followed by the ``mix_in`` DataModule's training samples (``dataset`` itself without one)."""
-        if self.mix_in is None or dataset is None:
+        other = self.mix_in
+        if other is None or dataset is None:
             return dataset
-        if self.mix_in.train_dataset is None:
-            self.mix_in.setup("fit")
-        extra = self.mix_in.train_dataset
+        if other.train_dataset is None:
+            other.setup("fit")
+        extra = other.train_dataset
         if extra is None:
-            raise RuntimeError(f"data.mix_in ({type(self.mix_in).__name__}) built no training set in setup('fit')")
-        return ConcatSamples([dataset, extra], keys=self._check_mix_in(dataset, extra))
+            raise RuntimeError(f"data.mix_in ({type(other).__name__}) built no training set in setup('fit')")
+        if self._mix_in_keys is None:
+            self._mix_in_keys = self._check_mix_in(other, dataset, extra)
+        return ConcatSamples([dataset, extra], keys=self._mix_in_keys)
 
-    def _check_mix_in(self, own: Dataset, extra: Dataset) -> list[str]:
+    def _check_mix_in(self, other: "MicrographDataModule", own: Dataset, extra: Dataset) -> list[str]:
         """Refuse a mix-in whose samples would be trained as something else, naming what differs and the fix.
 
         Returns:
             The sample keys both kinds have (a real sample's ``path`` has no procedural counterpart).
         """
-        other = self.mix_in
-        assert other is not None
         name = type(other).__name__
         if list(other.class_names) != self.class_names:
             raise ValueError(
