@@ -1,9 +1,11 @@
 """Score a grain-boundary checkpoint the way a user runs it: ``smalldata apply`` on the real TBM tiles, as is.
 
     python benchmarks/tbm_apply.py CHECKPOINT [CHECKPOINT ...] [--root ../shared/data/grain_boundaries_tbm] [--tta]
+        [--edge-weight 0.5] [--close-boundaries]
 
 Each checkpoint segments every tile through the command line (its own preprocessing, whole tiles at their own
-pixel size, argmax; no threshold or scale is tuned), and the masks are scored against the tiles' true boundaries
+pixel size, argmax; no threshold or scale is tuned; ``--edge-weight`` and ``--close-boundaries`` pass apply's
+options of those names), and the masks are scored against the tiles' true boundaries
 with :func:`score_boundaries` (skeletons, 3 px, Heyn intercepts), pooled over all tiles. Prints one line per
 checkpoint and writes ``tbm_apply.json`` beside it.
 """
@@ -26,6 +28,8 @@ def main() -> None:
     parser.add_argument("checkpoints", type=Path, nargs="+")
     parser.add_argument("--root", type=Path, default=Path("../shared/data/grain_boundaries_tbm"))
     parser.add_argument("--tta", action="store_true", help="apply with the 8-view test-time augmentation")
+    parser.add_argument("--edge-weight", type=float, default=0.0, help="apply --edge_weight: the tiles' own edges")
+    parser.add_argument("--close-boundaries", action="store_true", help="apply --close_boundaries: closed grains")
     args = parser.parse_args()
     with (args.root / "manifest.csv").open() as handle:
         rows = list(csv.DictReader(handle))
@@ -35,7 +39,8 @@ def main() -> None:
             start = time.perf_counter()
             subprocess.run(
                 [sys.executable, "-m", "smalldata_pl", "apply", str(checkpoint), str(args.root / "images"), "--out", out,
-                 "--tta", str(args.tta).lower()],
+                 "--tta", str(args.tta).lower(), "--edge_weight", str(args.edge_weight),
+                 "--close_boundaries", str(args.close_boundaries).lower()],
                 check=True, capture_output=True,
             )  # fmt: skip
             seconds = time.perf_counter() - start
@@ -44,13 +49,16 @@ def main() -> None:
         result = {
             "tiles": len(rows),
             "tta": args.tta,
+            "edge_weight": args.edge_weight,
+            "close_boundaries": args.close_boundaries,
             "f1": score.f1,
             "precision": score.precision,
             "recall": score.recall,
             "median_intercept_error": score.median_intercept_error,
             "apply_seconds": round(seconds, 1),
         }
-        name = "tbm_apply_tta.json" if args.tta else "tbm_apply.json"
+        name = "tbm_apply" + "_tta" * args.tta + f"_edges{args.edge_weight:g}" * (args.edge_weight > 0)
+        name += "_closed" * args.close_boundaries + ".json"
         (checkpoint.parent / name).write_text(json.dumps(result, indent=2) + "\n")
         print(
             f"{checkpoint}: F1 {score.f1:.3f} (P {score.precision:.3f}, R {score.recall:.3f}), "

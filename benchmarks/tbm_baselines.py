@@ -2,9 +2,11 @@
 
     python benchmarks/tbm_baselines.py [--root ../shared/data/grain_boundaries_tbm] [--sigma 1 1.5 2]
 
-Two thresholds of the grey image, no learning: ``otsu`` marks pixels darker than the Otsu threshold of the
-Gaussian-blurred grey image as boundary (etched grooves are dark); ``sobel`` marks pixels whose Sobel gradient
-magnitude of the blurred grey image exceeds its own Otsu threshold. ``score_boundaries`` skeletonises both the
+Three thresholds, no learning: ``otsu`` marks pixels darker than the Otsu threshold of the Gaussian-blurred grey
+image as boundary (etched grooves are dark); ``sobel`` marks pixels whose Sobel gradient magnitude of the blurred
+grey image exceeds its own Otsu threshold; ``colour_sobel`` does the same with the gradient magnitudes of the
+three colour channels added in quadrature (``edge_strength`` >= 0.5, the map ``apply --edge_weight`` mixes in), so
+neighbouring grains etched to one brightness but different colours are told apart. ``score_boundaries`` skeletonises both the
 prediction and the hand annotation. Writes ``benchmarks/runs/tbm_baselines/results.json`` and prints a table,
 pooled over all tiles and per micrograph (group).
 """
@@ -21,22 +23,24 @@ from PIL import Image
 from skimage.color import rgb2gray
 from skimage.filters import gaussian, sobel, threshold_otsu
 
+from smalldata_pl.inference.boundary_maps import edge_strength
 from smalldata_pl.inference.metallography import score_boundaries
 
-BASELINES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "otsu": lambda grey: grey < threshold_otsu(grey),
-    "sobel": lambda grey: (edges := sobel(grey)) > threshold_otsu(edges),
+BASELINES: dict[str, Callable[[np.ndarray, float], np.ndarray]] = {
+    "otsu": lambda rgb, sigma: (grey := gaussian(rgb2gray(rgb), sigma)) < threshold_otsu(grey),
+    "sobel": lambda rgb, sigma: (edges := sobel(gaussian(rgb2gray(rgb), sigma))) > threshold_otsu(edges),
+    "colour_sobel": lambda rgb, sigma: edge_strength(rgb, sigma) >= 0.5,
 }
 
 
 def read_tiles(root: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """``(group, grey image, boundary mask)`` of every row of the manifest."""
+    """``(group, RGB image, boundary mask)`` of every row of the manifest."""
     tiles = []
     with (root / "manifest.csv").open(newline="") as handle:
         for row in csv.DictReader(handle):
             rgb = np.asarray(Image.open(root / row["image"]).convert("RGB"), dtype=np.float64) / 255.0
             mask = np.asarray(Image.open(root / row["mask"])) == 1
-            tiles.append((row["group"], rgb2gray(rgb), mask))
+            tiles.append((row["group"], rgb, mask))
     return tiles
 
 
@@ -52,12 +56,12 @@ def main() -> None:
     results: dict[str, object] = {"tiles": len(tiles), "groups": len(groups), "tolerance_px": 3, "line_spacing": 8}
     print(f"{len(tiles)} tiles from {len(groups)} micrographs")
     print(
-        f"{'baseline':14s} {'precision':>9s} {'recall':>7s} {'F1':>6s} {'median err':>10s}   per-group F1 (median, IQR)"
+        f"{'baseline':20s} {'precision':>9s} {'recall':>7s} {'F1':>6s} {'median err':>10s}   per-group F1 (median, IQR)"
     )
     for sigma in args.sigma:
         for name, threshold in BASELINES.items():
             start = time.perf_counter()
-            predictions = [threshold(gaussian(grey, sigma)) for _, grey, _ in tiles]
+            predictions = [threshold(rgb, sigma) for _, rgb, _ in tiles]
             pooled = score_boundaries(predictions, truths)
             per_group = {}
             for group in groups:
@@ -74,7 +78,7 @@ def main() -> None:
                 "seconds": time.perf_counter() - start,
             }
             print(
-                f"{key:14s} {pooled.precision:9.3f} {pooled.recall:7.3f} {pooled.f1:6.3f} "
+                f"{key:20s} {pooled.precision:9.3f} {pooled.recall:7.3f} {pooled.f1:6.3f} "
                 f"{pooled.median_intercept_error:10.1%}   {median:.3f} ({q1:.3f}-{q3:.3f})"
             )
     args.out.mkdir(parents=True, exist_ok=True)

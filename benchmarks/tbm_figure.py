@@ -16,14 +16,12 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
-from skimage.color import rgb2gray
-from skimage.filters import gaussian
 from skimage.morphology import skeletonize
 
 matplotlib.use("agg")
 import matplotlib.pyplot as plt
 from tbm_baselines import BASELINES
-from tbm_sim_to_real import Tile, masks, probabilities, read_tiles
+from tbm_sim_to_real import Decision, Tile, masks, probabilities, read_tiles
 
 from smalldata_pl.inference.metallography import score_boundaries
 from smalldata_pl.tasks import MicrographSegmenter
@@ -37,8 +35,14 @@ def predicted(run: Path, config: str, tiles: list[Tile], tta: bool) -> list[np.n
     # weights_only=False: the benchmark's own files, whose callback state holds a Path.
     model = MicrographSegmenter.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False).eval()
     size = None if fold["scale"] == "native" else 128  # the benchmark's synthetic image size, its "model" scale
-    # Runs from before fragment removal record no min_fragment: they kept every piece.
-    return masks(probabilities(model, tiles, size, tta), fold["threshold"], fold.get("min_fragment", 0))
+    # Runs from before fragment removal, edge fusion or closure record none of them: they did without.
+    decision = Decision(
+        fold["threshold"] if fold["threshold"] is not None else 0.5,
+        fold.get("min_fragment", 0),
+        fold.get("edge_weight", 0.0),
+        tuple(fold["closure"]) if fold.get("closure") else None,
+    )
+    return masks(probabilities(model, tiles, size, tta), tiles, decision)
 
 
 def main() -> None:
@@ -52,7 +56,7 @@ def main() -> None:
     tta = results["settings"].get("tta") == str(True)
     every = read_tiles(args.root.resolve())
     tiles = [next(t for t in every if t.group == g) for g in sorted(scored)[:3]]
-    sobel_otsu = [BASELINES["sobel"](gaussian(rgb2gray(t.image), 1.5)) for t in tiles]  # the baseline's best σ
+    sobel_otsu = [BASELINES["sobel"](t.image, 1.5) for t in tiles]  # the grey baseline's best σ
     columns = {"truth": [t.mask for t in tiles], "Sobel > Otsu, σ 1.5": sobel_otsu}
     columns |= {name: predicted(args.run, config, tiles, tta) for name, config in MODELS.items()}
     figure, axes = plt.subplots(len(tiles), len(columns) + 1, figsize=(3 * (len(columns) + 1), 3 * len(tiles)))

@@ -4,6 +4,7 @@
         [--train-size 128] [--configs flat realistic ...] [--folds 2] [--backbone resnet10t --pretrained WEIGHTS]
         [--style '{"etch_drift": 0.15}'] [--tta] [--thresholds 0.3 0.4 ...] [--min-fragments 0 10 ...] [--reuse RUN]
         [--train-seed 0] [--frozen-encoder] [--start-from RUN --lr 0.0003] [--class-balance 0.5] [--multiscale]
+        [--edge-weights 0 0.25 0.5 0.75] [--closure [always]]
 
 Group 2-fold: the 21 source micrographs (``group``) are split once, seeded, into halves A and B. For fold A->B
 the images of A are the unlabelled adaptation targets (style, scale, calibration, self-training, AdaBN) and the
@@ -32,6 +33,9 @@ declares rotation and mirror invariance). ``--style`` overrides generator style 
 ``--multiscale`` offers the tuning half a third scale, the mean of the model-scale and native probabilities
 (target-free models); ``--min-fragments`` adds isolated-fragment removal (``drop_boundary_fragments``) to what the
 tuning half chooses;
+``--edge-weights`` adds the tiles' own colour-gradient map mixed into the probability (``fuse_edges``) and ``--closure``
+closed grains by seeded watershed (``close_boundaries``) to what the tuning half chooses (``--closure always``: the
+tuning half chooses only among closed grains);
 ``--reuse RUN`` loads the checkpoints a previous run left under RUN instead of training again; ``--train-seed``
 seeds the network and the synthetic stream; ``--frozen-encoder`` keeps the pretrained encoder frozen (weights and
 BatchNorm statistics) while a model learns from synthetic labels, so only the decoder and head do (the real-label
@@ -51,7 +55,7 @@ import logging
 import string
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -68,6 +72,7 @@ from smalldata_pl.callbacks import SelfTraining, StagedUnfreezing
 from smalldata_pl.callbacks.adabn import adapt_batch_norm
 from smalldata_pl.datamodules import SegmentationFolder, SyntheticGrainBoundaries
 from smalldata_pl.datasets.folder import MicrographFolderDataset, Record
+from smalldata_pl.inference.boundary_maps import close_boundaries, fuse_edges
 from smalldata_pl.inference.metallography import drop_boundary_fragments, score_boundaries
 from smalldata_pl.inference.tta import segment
 from smalldata_pl.io.images import read_image
@@ -291,18 +296,46 @@ def adabn(model: MicrographSegmenter, tiles: list[Tile], size: int | None) -> No
     adapt_batch_norm(model, (batch["image"] for batch in loader))
 
 
-def masks(maps: list[np.ndarray], threshold: float, min_fragment: int = 0) -> list[np.ndarray]:
-    """Boundary masks at ``threshold`` without the isolated pieces shorter than ``min_fragment`` px."""
-    return [drop_boundary_fragments(m >= threshold, min_fragment) for m in maps]
+@dataclass(frozen=True)
+class Decision:
+    """How a tile's boundary probability becomes a mask: fused with the tile's own edges (``edge_weight``), then cut
+    at ``threshold`` less the isolated pieces under ``min_fragment`` px, or closed into grains by seeded watershed
+    (``closure``: seed and merge thresholds of :func:`close_boundaries`; the threshold is then unused)."""
+
+    threshold: float = 0.5
+    min_fragment: int = 0
+    edge_weight: float = 0.0
+    closure: tuple[float, float] | None = None
 
 
-def scores(maps: list[np.ndarray], tiles: list[Tile], threshold: float, min_fragment: int = 0) -> dict[str, Any]:
-    return score_boundaries(masks(maps, threshold, min_fragment), [t.mask for t in tiles]).as_dict()
+def masks(maps: list[np.ndarray], tiles: list[Tile], decision: Decision) -> list[np.ndarray]:
+    out = []
+    for probability, tile in zip(maps, tiles, strict=True):
+        fused = fuse_edges(probability, tile.image, decision.edge_weight)
+        if decision.closure:
+            out.append(close_boundaries(fused, *decision.closure))
+        else:
+            out.append(drop_boundary_fragments(fused >= decision.threshold, decision.min_fragment))
+    return out
+
+
+def scores(maps: list[np.ndarray], tiles: list[Tile], decision: Decision) -> dict[str, Any]:
+    return score_boundaries(masks(maps, tiles, decision), [t.mask for t in tiles]).as_dict()
+
+
+def decisions(args: argparse.Namespace) -> list[Decision]:
+    """Every decision the tuning half chooses from."""
+    cuts = [(t, p) for t in args.thresholds for p in args.min_fragments]
+    closures = [(seed, merge) for seed in (0.1, 0.2) for merge in (0.3, 0.4, 0.5)] if args.closure else []
+    closed = [Decision(edge_weight=w, closure=c) for w in args.edge_weights for c in closures]
+    if args.closure == "always":
+        return closed
+    return [*(Decision(t, p, w) for w in args.edge_weights for t, p in cuts), *closed]
 
 
 def evaluate(config: str, model: MicrographSegmenter, fold: Fold, args: argparse.Namespace) -> dict:
-    """Tune scale, threshold and fragment removal on the fold's tuning half; score its evaluation half with them
-    and by default."""
+    """Tune scale, threshold, fragment removal, edge fusion and closure on the fold's tuning half; score its
+    evaluation half with them and by default."""
     # Native scale costs four times the model scale's inference: only tried for the target-free synthetic models
     # (the adaptations, scale matching above all, are built for the model scale); real labels train at native scale.
     sizes: dict[str, int | None] = {"model": args.image_size}
@@ -324,26 +357,19 @@ def evaluate(config: str, model: MicrographSegmenter, fold: Fold, args: argparse
         for maps in (tune_maps, held_out):
             maps["both"] = [(a + b) / 2 for a, b in zip(maps["model"], maps["native"], strict=True)]
     tuning = {
-        (scale, threshold, piece): scores(maps, fold.tune, threshold, piece)["f1"]
+        (scale, decision): scores(maps, fold.tune, decision)["f1"]
         for scale, maps in tune_maps.items()
-        for threshold in args.thresholds
-        for piece in args.min_fragments
+        for decision in decisions(args)
     }
     if ADAPTATIONS.get(config, {}).get("adabn"):
         model.__dict__.pop("_tbm_maps", None)  # the maps of adapted statistics belong to this fold only
-    scale, threshold, piece = max(tuning, key=lambda key: tuning[key])
+    scale, decision = max(tuning, key=lambda key: tuning[key])
     default_scale = "native" if config == "real_labels" else "model"
     return {
-        "tuned": {
-            "scale": scale,
-            "threshold": threshold,
-            "min_fragment": piece,
-            "tuning_f1": tuning[(scale, threshold, piece)],
-        },
+        "tuned": {"scale": scale, **asdict(decision), "tuning_f1": tuning[(scale, decision)]},
         "default_maps": held_out[default_scale],
         "tuned_maps": held_out[scale],
-        "tuned_threshold": threshold,
-        "tuned_min_fragment": piece,
+        "tuned_decision": decision,
     }
 
 
@@ -354,9 +380,8 @@ def pooled(folds: list[Fold], config: str, tiles_by: dict[str, list[Tile]]) -> d
         maps, truths = [], []
         for fold in folds:
             result = fold.results[config]
-            tuned = kind == "tuned"
-            threshold, piece = (result["tuned_threshold"], result["tuned_min_fragment"]) if tuned else (0.5, 0)
-            maps += masks(result[f"{kind}_maps"], threshold, piece)
+            decision = result["tuned_decision"] if kind == "tuned" else Decision()
+            maps += masks(result[f"{kind}_maps"], tiles_by[fold.name], decision)
             truths += [t.mask for t in tiles_by[fold.name]]
         out[kind] = score_boundaries(maps, truths).as_dict()
     return out
@@ -397,6 +422,21 @@ def main() -> None:
         default=[0],
         help="isolated boundary pieces shorter than this (px) "
         "are dropped; each value is tried on the tuning half (0: keep every piece)",
+    )
+    parser.add_argument(
+        "--edge-weights",
+        type=float,
+        nargs="+",
+        default=[0.0],
+        help="shares of the tile's own edge map mixed into the boundary probability (fuse_edges); each is tried "
+        "on the tuning half (0: the network alone)",
+    )
+    parser.add_argument(
+        "--closure",
+        nargs="?",
+        const="offer",
+        choices=("offer", "always"),
+        help="offer closed grains by seeded watershed (close_boundaries) beside the cut, or always close them",
     )
     parser.add_argument(
         "--multiscale", action="store_true", help="also offer the mean of the model-scale and native probabilities"

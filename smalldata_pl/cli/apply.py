@@ -33,6 +33,11 @@ class ApplyOptions:
         pixel_size: Micrometres per pixel of every input image, preferred to the files' metadata. Needed when the
             checkpoint was trained with a target_pixel_size and the images carry no pixel size (PNG, JPEG, TIFF
             without FEI, Zeiss, ImageJ or resolution metadata).
+        edge_weight: Grain-boundary segmenters: mix this share (0-1) of the image's own colour-gradient map into
+            the boundary probability. It helped a synthetic-only model on real colour-etched tiles
+            (benchmarks/README.md); check it on a few labelled images of your own before trusting it.
+        close_boundaries: Grain-boundary segmenters: draw closed grains (seeded watershed of the boundary
+            probability) instead of cutting it, so gaps do not merge grains and spurs do not add boundary.
     """
 
     checkpoint: str
@@ -46,6 +51,8 @@ class ApplyOptions:
     temperature: float = 1.0
     explain: bool = False
     pixel_size: float | None = None
+    edge_weight: float = 0.0
+    close_boundaries: bool = False
 
 
 def expand_inputs(inputs: Sequence[str]) -> list[tuple[Path, str]]:
@@ -99,6 +106,8 @@ def apply_command(argv: Sequence[str]) -> Path:
         temperature=o.temperature,
         explain=o.explain,
         pixel_size=o.pixel_size,
+        edge_weight=o.edge_weight,
+        close_boundaries=o.close_boundaries,
     )
     print(summary)
     return out

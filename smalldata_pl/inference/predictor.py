@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from smalldata_pl.datasets.folder import tile_origins
+from smalldata_pl.inference.boundary_maps import close_boundaries, fuse_edges
 from smalldata_pl.inference.tta import segment, view_logits, views_from_invariances
 from smalldata_pl.io.images import read_image, to_unit_float
 from smalldata_pl.models.gradcam import gradcam
@@ -82,9 +83,15 @@ class Predictor:
             :func:`~smalldata_pl.inference.calibration.calibrate_from_labelled_images`); 1 leaves them as they are.
         pixel_size: Micrometres per pixel of every image, preferred to the files' metadata (needed for arrays
             and files without metadata when the checkpoint was trained with ``target_pixel_size``).
+        edge_weight: Boundary segmenters: mix this share of the image's own colour-gradient map into the
+            boundary probability before the decision (:func:`~smalldata_pl.inference.boundary_maps.fuse_edges`);
+            0 trusts the network alone.
+        close_boundaries: Boundary segmenters: draw closed grains by seeded watershed of the (fused) boundary
+            probability (:func:`~smalldata_pl.inference.boundary_maps.close_boundaries`) instead of cutting it.
 
     Raises:
-        ValueError: For a temperature that is not positive, or one given to a segmenter.
+        ValueError: For a temperature that is not positive, or one given to a segmenter; for ``edge_weight``
+            outside [0, 1]; for either boundary option with a model that has no boundary class.
     """
 
     def __init__(
@@ -96,6 +103,8 @@ class Predictor:
         tta: bool = False,
         temperature: float = 1.0,
         pixel_size: float | None = None,
+        edge_weight: float = 0.0,
+        close_boundaries: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -123,6 +132,16 @@ class Predictor:
         # Checkpoints from before the physical scale step neither resampled nor cropped a data bar.
         self.scale = PhysicalScale(preprocessing.get("target_pixel_size"), preprocessing.get("crop_data_bar", False))
         self.pixel_size = pixel_size
+        self.boundary_class: int | None = getattr(model, "boundary_class", None)
+        if (edge_weight > 0 or close_boundaries) and self.boundary_class is None:
+            raise ValueError(
+                "edge_weight and close_boundaries refine grain-boundary maps; this checkpoint's model has no "
+                "boundary_class (train it with model.init_args.boundary_class set to the boundary class index)"
+            )
+        if not 0 <= edge_weight <= 1:
+            raise ValueError(f"edge_weight must be in [0, 1] (0: the network alone), got {edge_weight}")
+        self.edge_weight = float(edge_weight)
+        self.close_boundaries = close_boundaries
 
     def predict(self, source: str | Path | np.ndarray, pixel_size: float | None = None) -> Prediction:
         """Predict one image given as a file path or an array (integer or float, ``(H, W)`` or ``(H, W, C)``).
@@ -135,16 +154,16 @@ class Predictor:
             ImageReadError: If the file cannot be read; the message names it.
             PixelSizeError: If the checkpoint resamples to a target pixel size and this image's is unknown.
         """
-        name, image, shape = self._load(source, pixel_size)
+        name, image, native, _ = self._load(source, pixel_size)
         with torch.inference_mode():
             if self.segmentation:
-                return self._segment(image, name, shape)
+                return self._segment(image, name, native)
             return self._classify(image, name)
 
     def _load(
         self, source: str | Path | np.ndarray, pixel_size: float | None
-    ) -> tuple[str, np.ndarray, tuple[int, int, int]]:
-        """``(name, image at the model's scale, (height less the data bar, width, data-bar rows))``."""
+    ) -> tuple[str, np.ndarray, np.ndarray, int]:
+        """``(name, image at the model's scale, image as read less the data bar, data-bar rows)``."""
         given = pixel_size if pixel_size is not None else self.pixel_size
         if isinstance(source, np.ndarray):
             name, image, bar = "<array>", to_unit_float(source), 0
@@ -152,7 +171,7 @@ class Predictor:
             name, image = str(source), read_image(source)
             given, bar = self.scale.resolve(source, given)
         scaled, _ = self.scale(image, given, bar, source=name)
-        return name, scaled, (image.shape[0] - bar, image.shape[1], bar)
+        return name, scaled, image[: image.shape[0] - bar], bar
 
     def explain(
         self, source: str | Path | np.ndarray, target: int | None = None, pixel_size: float | None = None
@@ -172,7 +191,8 @@ class Predictor:
         """
         if self.segmentation:
             raise ValueError("Grad-CAM maps explain classifiers; this model is a segmenter")
-        _, image, (rows, columns, bar) = self._load(source, pixel_size)
+        _, image, native, bar = self._load(source, pixel_size)
+        rows, columns = native.shape[:2]
         if target is None:
             with torch.inference_mode():
                 probabilities = self._classify(image, "").probabilities
@@ -223,7 +243,7 @@ class Predictor:
             for top, left in tile_origins(height, width, size, stride)
         ]
 
-    def _segment(self, image: np.ndarray, name: str, shape: tuple[int, int, int]) -> Prediction:
+    def _segment(self, image: np.ndarray, name: str, native: np.ndarray) -> Prediction:
         tensor = self.pipeline(image)["image"][None].to(self.device)
         model: Any = self.model
         height, width = tensor.shape[-2:]
@@ -238,11 +258,32 @@ class Predictor:
                 return sliding_window(model, images, tile, model.tile_overlap, self.batch_size)
 
         probabilities = segment(predict, tensor, self.views)
-        rows, columns, _ = shape
+        rows, columns = native.shape[:2]
         if (height, width) != (rows, columns):  # back from the model's pixel scale to the image's own
             probabilities = F.interpolate(probabilities, (rows, columns), mode="bilinear", align_corners=False)
-        mask = probabilities.argmax(dim=1)[0].cpu().numpy().astype(np.int64)
+        per_class = probabilities[0].cpu().numpy()
+        if self.boundary_class is not None and (self.edge_weight > 0 or self.close_boundaries):
+            mask = self._boundary_mask(per_class, native)
+        else:
+            mask = per_class.argmax(axis=0).astype(np.int64)
         return Prediction(name, mask=mask, tiles=windows, views=len(self.views))
+
+    def _boundary_mask(self, probabilities: np.ndarray, native: np.ndarray) -> np.ndarray:
+        """Class mask with the boundary probability fused with the image's edges and, if asked, closed into grains.
+
+        The other classes keep their odds against each other: they share what the fused boundary leaves.
+        """
+        boundary = self.boundary_class
+        assert boundary is not None
+        fused = fuse_edges(probabilities[boundary], native, self.edge_weight)
+        scaled = probabilities * ((1 - fused) / np.maximum(1 - probabilities[boundary], 1e-6))
+        scaled[boundary] = fused
+        if not self.close_boundaries:
+            return scaled.argmax(axis=0).astype(np.int64)
+        scaled[boundary] = -np.inf  # the closed lines decide the boundary; elsewhere the likeliest other class
+        mask = scaled.argmax(axis=0).astype(np.int64)
+        mask[close_boundaries(fused)] = boundary
+        return mask
 
 
 def load_predictor(
@@ -252,6 +293,8 @@ def load_predictor(
     tta: bool | None = None,
     temperature: float = 1.0,
     pixel_size: float | None = None,
+    edge_weight: float = 0.0,
+    close_boundaries: bool = False,
 ) -> Predictor:
     """A :class:`Predictor` from a smalldata_pl checkpoint alone: no config or DataModule needed.
 
@@ -263,6 +306,8 @@ def load_predictor(
             what the model was validated with (its ``tta`` setting).
         temperature: Divides classification logits before the softmax (a fitted calibration temperature).
         pixel_size: Micrometres per pixel of every image, preferred to the files' metadata.
+        edge_weight: Share of the image's own edges in a boundary segmenter's boundary probability.
+        close_boundaries: Close a boundary segmenter's boundaries into grains by seeded watershed.
 
     Raises:
         ValueError: If the checkpoint carries no preprocessing record or is not an image task.
@@ -284,4 +329,14 @@ def load_predictor(
     if tta is None:
         # A model validated with TTA (e.g. the probe fitted on every view) is only as good as measured with it.
         tta = bool(model.hparams.get("tta", False))
-    return Predictor(model, preprocessing, device, batch_size, tta=tta, temperature=temperature, pixel_size=pixel_size)
+    return Predictor(
+        model,
+        preprocessing,
+        device,
+        batch_size,
+        tta=tta,
+        temperature=temperature,
+        pixel_size=pixel_size,
+        edge_weight=edge_weight,
+        close_boundaries=close_boundaries,
+    )

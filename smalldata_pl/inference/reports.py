@@ -42,6 +42,8 @@ def apply_to_images(
     temperature: float = 1.0,
     explain: bool = False,
     pixel_size: float | None = None,
+    edge_weight: float = 0.0,
+    close_boundaries: bool = False,
 ) -> str:
     """Predict every image and write the reports into ``out``; returns a one-paragraph summary.
 
@@ -58,11 +60,22 @@ def apply_to_images(
         temperature: Divide classification logits by this fitted calibration temperature.
         explain: Write Grad-CAM heat-map overlays of the predicted class to ``explain/`` (classification).
         pixel_size: Micrometres per pixel of every image, preferred to the files' metadata.
+        edge_weight: Share of the image's own edges in a boundary segmenter's boundary probability.
+        close_boundaries: Close a boundary segmenter's boundaries into grains by seeded watershed.
 
     Raises:
         ValueError: For ``explain`` or a temperature with a segmenter.
     """
-    predictor = load_predictor(checkpoint, device, batch_size, tta=tta, temperature=temperature, pixel_size=pixel_size)
+    predictor = load_predictor(
+        checkpoint,
+        device,
+        batch_size,
+        tta=tta,
+        temperature=temperature,
+        pixel_size=pixel_size,
+        edge_weight=edge_weight,
+        close_boundaries=close_boundaries,
+    )
     if explain and predictor.segmentation:
         raise ValueError("--explain draws Grad-CAM maps of classifiers; this checkpoint is a segmenter")
     prepare_output(out, overwrite, [path for path, _ in images])
