@@ -308,19 +308,19 @@ class Decision:
     closure: tuple[float, float] | None = None
 
 
+def fuse(maps: list[np.ndarray], tiles: list[Tile], weight: float) -> list[np.ndarray]:
+    return [fuse_edges(probability, tile.image, weight) for probability, tile in zip(maps, tiles, strict=True)]
+
+
+def decide(fused: list[np.ndarray], decision: Decision) -> list[np.ndarray]:
+    """The masks of (already fused) maps: closed grains, or the cut less its short isolated pieces."""
+    if decision.closure:
+        return [close_boundaries(f, *decision.closure) for f in fused]
+    return [drop_boundary_fragments(f >= decision.threshold, decision.min_fragment) for f in fused]
+
+
 def masks(maps: list[np.ndarray], tiles: list[Tile], decision: Decision) -> list[np.ndarray]:
-    out = []
-    for probability, tile in zip(maps, tiles, strict=True):
-        fused = fuse_edges(probability, tile.image, decision.edge_weight)
-        if decision.closure:
-            out.append(close_boundaries(fused, *decision.closure))
-        else:
-            out.append(drop_boundary_fragments(fused >= decision.threshold, decision.min_fragment))
-    return out
-
-
-def scores(maps: list[np.ndarray], tiles: list[Tile], decision: Decision) -> dict[str, Any]:
-    return score_boundaries(masks(maps, tiles, decision), [t.mask for t in tiles]).as_dict()
+    return decide(fuse(maps, tiles, decision.edge_weight), decision)
 
 
 def decisions(args: argparse.Namespace) -> list[Decision]:
@@ -356,9 +356,12 @@ def evaluate(config: str, model: MicrographSegmenter, fold: Fold, args: argparse
     if args.multiscale and len(sizes) == 2:  # both scales' probabilities averaged, a third candidate
         for maps in (tune_maps, held_out):
             maps["both"] = [(a + b) / 2 for a, b in zip(maps["model"], maps["native"], strict=True)]
+    # Each fused map once per scale and weight: every threshold and closure of that weight reuses it.
+    fused = {(scale, w): fuse(maps, fold.tune, w) for scale, maps in tune_maps.items() for w in args.edge_weights}
+    truths = [t.mask for t in fold.tune]
     tuning = {
-        (scale, decision): scores(maps, fold.tune, decision)["f1"]
-        for scale, maps in tune_maps.items()
+        (scale, decision): score_boundaries(decide(fused[(scale, decision.edge_weight)], decision), truths).f1
+        for scale in tune_maps
         for decision in decisions(args)
     }
     if ADAPTATIONS.get(config, {}).get("adabn"):

@@ -22,7 +22,6 @@ from smalldata_pl.datasets.pseudo_labels import (
     ConcatSamples,
     PseudoLabelDataset,
     class_balanced_thresholds,
-    confident_labels,
     keep_confident,
     target_records,
 )
@@ -115,7 +114,7 @@ def test_adabn_replaces_running_statistics_by_the_targets() -> None:
 
 def test_pseudo_labels_keep_only_confident_pixels(target_folder: Path) -> None:
     probabilities = torch.tensor([[[0.95, 0.6], [0.3, 0.05]], [[0.05, 0.4], [0.7, 0.95]]])
-    labels = confident_labels(probabilities, 0.9, IGNORE_INDEX)
+    labels = keep_confident(*probabilities.max(dim=0), 0.9, IGNORE_INDEX)
     assert labels.tolist() == [[0, IGNORE_INDEX], [IGNORE_INDEX, 1]]
 
     records = target_records(target_folder, limit=2)

@@ -107,12 +107,6 @@ class ConcatSamples(Dataset):
         return sample if self.keys is None else {key: sample[key] for key in self.keys}
 
 
-def confident_labels(probabilities: torch.Tensor, threshold: float, ignore_index: int) -> torch.Tensor:
-    """Arg-max classes of ``[C, H, W]`` (or ``[B, C, H, W]``) probabilities; below ``threshold`` → ``ignore_index``."""
-    confidence, labels = probabilities.max(dim=-3)
-    return keep_confident(confidence, labels, threshold, ignore_index)
-
-
 def keep_confident(
     confidence: torch.Tensor, labels: torch.Tensor, threshold: float | torch.Tensor, ignore_index: int
 ) -> torch.Tensor:

@@ -12,8 +12,9 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from skimage.filters import gaussian, sobel, threshold_otsu
-from skimage.measure import label
 from skimage.segmentation import watershed
+
+from smalldata_pl.inference.metallography import connected_regions
 
 EDGE_SIGMA = 1.5  # px of Gaussian smoothing before the gradient: the best grey Sobel/Otsu baseline on real tiles
 
@@ -103,11 +104,7 @@ def close_boundaries(
         upper or left grain along it). Without any seed, the map thresholded at 0.5.
     """
     probability = np.asarray(probability, dtype=np.float64)
-    seeds = label(probability < seed_threshold, connectivity=1)
-    if min_seed_area > 1:
-        small = np.bincount(seeds.ravel()) < min_seed_area
-        small[0] = False
-        seeds = label(np.where(small[seeds], 0, seeds) > 0, connectivity=1)
+    seeds = connected_regions(probability < seed_threshold, min_seed_area)
     if seeds.max() == 0:  # nowhere sure grain: nothing to grow; keep what the map says
         return probability >= 0.5
     regions = watershed(probability, seeds)
@@ -126,7 +123,7 @@ def _division_lines(grains: np.ndarray) -> np.ndarray:
     lines[:-1] |= grains[:-1] != grains[1:]
     # A 4-connected piece off the lines never spans two grains (the pixel before a change of label is marked), so
     # each grain keeps its largest piece and the rest are pockets.
-    pieces = label(~lines, connectivity=1)
+    pieces = connected_regions(~lines)
     size = np.bincount(pieces.ravel())
     owner = np.zeros(size.size, dtype=grains.dtype)
     owner[pieces.ravel()] = grains.ravel()
@@ -140,19 +137,17 @@ def _division_lines(grains: np.ndarray) -> np.ndarray:
 
 def _merge_weak_divisions(regions: np.ndarray, probability: np.ndarray, merge_threshold: float) -> np.ndarray:
     """Relabel ``regions`` so that neighbours whose shared line averages under ``merge_threshold`` are one."""
-    first, second, strength = [], [], []
-    for axis in (0, 1):  # pairs of 4-neighbours across the line between two regions
-        a, b = np.moveaxis(regions, axis, 0)[:-1], np.moveaxis(regions, axis, 0)[1:]
-        pa, pb = np.moveaxis(probability, axis, 0)[:-1], np.moveaxis(probability, axis, 0)[1:]
-        across = a != b
-        first.append(a[across])
-        second.append(b[across])
-        strength.append(np.maximum(pa[across], pb[across]))  # the ridge's side of the pair
     count = int(regions.max()) + 1
-    pairs = np.minimum(np.concatenate(first), np.concatenate(second)) * count + np.maximum(
-        np.concatenate(first), np.concatenate(second)
-    )
-    lines, which = np.unique(pairs, return_inverse=True)
+    pairs, strength = [], []
+    # Pairs of 4-neighbours across a line between two regions: rows, then columns.
+    for a, b, pa, pb in (
+        (regions[:-1], regions[1:], probability[:-1], probability[1:]),
+        (regions[:, :-1], regions[:, 1:], probability[:, :-1], probability[:, 1:]),
+    ):
+        across = a != b
+        pairs.append(np.minimum(a[across], b[across]) * count + np.maximum(a[across], b[across]))
+        strength.append(np.maximum(pa[across], pb[across]))  # the ridge's side of the pair
+    lines, which = np.unique(np.concatenate(pairs), return_inverse=True)
     mean = np.bincount(which, weights=np.concatenate(strength)) / np.bincount(which)
     weak = lines[mean < merge_threshold]
     graph = coo_matrix((np.ones(weak.size), (weak // count, weak % count)), shape=(count, count))

@@ -113,6 +113,16 @@ def drop_boundary_fragments(boundaries: np.ndarray, min_length: int) -> np.ndarr
     return keep[pieces]
 
 
+def connected_regions(mask: np.ndarray, min_area: int = 0) -> np.ndarray:
+    """The 4-connected regions of ``mask`` labelled ``1..N``, those of fewer than ``min_area`` pixels dropped (0)."""
+    regions = label(mask, connectivity=1)
+    if min_area > 0:
+        small = np.bincount(regions.ravel()) < min_area
+        small[0] = False
+        regions = label(np.where(small[regions], 0, regions) > 0, connectivity=1)
+    return regions
+
+
 def grain_labels(boundaries: np.ndarray, min_area: int = 0) -> np.ndarray:
     """Grains as labels ``1..N`` covering the whole image; any nonzero pixel of ``boundaries`` is boundary.
 
@@ -127,11 +137,7 @@ def grain_labels(boundaries: np.ndarray, min_area: int = 0) -> np.ndarray:
             noise) and given to the grains around them.
     """
     boundaries = np.asarray(boundaries).astype(bool)
-    interiors = label(~boundaries, connectivity=1)
-    if min_area > 0:
-        small = np.bincount(interiors.ravel()) < min_area
-        small[0] = False
-        interiors = label(np.where(small[interiors], 0, interiors) > 0, connectivity=1)
+    interiors = connected_regions(~boundaries, min_area)
     return expand_labels(interiors, distance=sum(boundaries.shape))  # far enough to fill every boundary pixel
 
 

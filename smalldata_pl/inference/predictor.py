@@ -262,7 +262,7 @@ class Predictor:
         if (height, width) != (rows, columns):  # back from the model's pixel scale to the image's own
             probabilities = F.interpolate(probabilities, (rows, columns), mode="bilinear", align_corners=False)
         per_class = probabilities[0].cpu().numpy()
-        if self.boundary_class is not None and (self.edge_weight > 0 or self.close_boundaries):
+        if self.edge_weight > 0 or self.close_boundaries:  # only set for boundary segmenters (__init__)
             mask = self._boundary_mask(per_class, native)
         else:
             mask = per_class.argmax(axis=0).astype(np.int64)
