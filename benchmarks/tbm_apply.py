@@ -1,7 +1,7 @@
 """Score a grain-boundary checkpoint the way a user runs it: ``smalldata apply`` on the real TBM tiles, as is.
 
     python benchmarks/tbm_apply.py CHECKPOINT [CHECKPOINT ...] [--root ../shared/data/grain_boundaries_tbm] [--tta]
-        [--edge-weight 0.5] [--close-boundaries]
+        [--edge-weight 0.5|auto] [--close-boundaries]
 
 Each checkpoint segments every tile through the command line (its own preprocessing, whole tiles at their own
 pixel size, argmax; no threshold or scale is tuned; ``--edge-weight`` and ``--close-boundaries`` pass apply's
@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tbm_sim_to_real import edge_weight
+
 from smalldata_pl.inference.measurements import read_label_mask
 from smalldata_pl.inference.metallography import score_boundaries
 
@@ -28,7 +30,9 @@ def main() -> None:
     parser.add_argument("checkpoints", type=Path, nargs="+")
     parser.add_argument("--root", type=Path, default=Path("../shared/data/grain_boundaries_tbm"))
     parser.add_argument("--tta", action="store_true", help="apply with the 8-view test-time augmentation")
-    parser.add_argument("--edge-weight", type=float, default=0.0, help="apply --edge_weight: the tiles' own edges")
+    parser.add_argument(
+        "--edge-weight", type=edge_weight, default=0.0, help="apply --edge_weight (a share, or auto): the tiles' edges"
+    )
     parser.add_argument("--close-boundaries", action="store_true", help="apply --close_boundaries: closed grains")
     args = parser.parse_args()
     with (args.root / "manifest.csv").open() as handle:
@@ -57,7 +61,7 @@ def main() -> None:
             "median_intercept_error": score.median_intercept_error,
             "apply_seconds": round(seconds, 1),
         }
-        name = "tbm_apply" + "_tta" * args.tta + f"_edges{args.edge_weight:g}" * (args.edge_weight > 0)
+        name = "tbm_apply" + "_tta" * args.tta + f"_edges{args.edge_weight}" * (args.edge_weight != 0)
         name += "_closed" * args.close_boundaries + ".json"
         (checkpoint.parent / name).write_text(json.dumps(result, indent=2) + "\n")
         print(

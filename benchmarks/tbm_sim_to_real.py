@@ -4,7 +4,8 @@
         [--train-size 128] [--configs flat realistic ...] [--folds 2] [--backbone resnet10t --pretrained WEIGHTS]
         [--style '{"etch_drift": 0.15}'] [--tta] [--thresholds 0.3 0.4 ...] [--min-fragments 0 10 ...] [--reuse RUN]
         [--train-seed 0] [--frozen-encoder] [--start-from RUN --lr 0.0003] [--class-balance 0.5] [--multiscale]
-        [--edge-weights 0 0.25 0.5 0.75] [--closure [always]]
+        [--edge-weights 0 0.25 0.5 0.75 auto] [--default-edge-weight auto] [--teacher-edge-weight auto]
+        [--closure [always]]
 
 Group 2-fold: the 21 source micrographs (``group``) are split once, seeded, into halves A and B. For fold A->B
 the images of A are the unlabelled adaptation targets (style, scale, calibration, self-training, AdaBN) and the
@@ -32,10 +33,11 @@ are resized back to 256 px; with ``--tta`` they are averaged over the eight D4 v
 declares rotation and mirror invariance). ``--style`` overrides generator style fields on top of the base preset;
 ``--multiscale`` offers the tuning half a third scale, the mean of the model-scale and native probabilities
 (target-free models); ``--min-fragments`` adds isolated-fragment removal (``drop_boundary_fragments``) to what the
-tuning half chooses;
-``--edge-weights`` adds the tiles' own colour-gradient map mixed into the probability (``fuse_edges``) and ``--closure``
-closed grains by seeded watershed (``close_boundaries``) to what the tuning half chooses (``--closure always``: the
-tuning half chooses only among closed grains);
+tuning half chooses; ``--edge-weights`` adds the tiles' own colour-gradient map mixed into the probability
+(``fuse_edges``; ``auto``: calibrated against the network on each tile and combined by Bayes' rule, no share
+chosen; ``--default-edge-weight`` gives the untuned column one too) and ``--closure`` closed grains by seeded
+watershed (``close_boundaries``) to what the tuning half chooses (``--closure always``: the tuning half chooses
+only among closed grains);
 ``--reuse RUN`` loads the checkpoints a previous run left under RUN instead of training again; ``--train-seed``
 seeds the network and the synthetic stream; ``--frozen-encoder`` keeps the pretrained encoder frozen (weights and
 BatchNorm statistics) while a model learns from synthetic labels, so only the decoder and head do (the real-label
@@ -44,8 +46,10 @@ from the target-free base model RUN trained (``init_weights``), trains ``--epoch
 last epoch (synthetic validation cannot judge an adaptation to the target); the base style itself then measures
 what the extra epochs alone give. Self-training there pseudo-labels from the first epoch on, without AdaBN, with
 the teacher's views averaged under ``--tta``; ``--class-balance SHARE`` makes its pseudo-labels class-balanced
-(``SelfTraining(class_balance=...)``). Scores come from :func:`score_boundaries` (skeletons, 3 px, Heyn
-intercepts). Writes ``benchmarks/runs/tbm_sim_to_real/results.json`` (and per-config JSON) and prints a table.
+(``SelfTraining(class_balance=...)``); ``--teacher-edge-weight`` fuses the teacher's boundary probability with each
+target's own edges (``fuse_edges``) before confidence is judged. Scores come from :func:`score_boundaries`
+(skeletons, 3 px, Heyn intercepts). Writes ``benchmarks/runs/tbm_sim_to_real/results.json`` (and per-config JSON)
+and prints a table.
 """
 
 import argparse
@@ -72,7 +76,7 @@ from smalldata_pl.callbacks import SelfTraining, StagedUnfreezing
 from smalldata_pl.callbacks.adabn import adapt_batch_norm
 from smalldata_pl.datamodules import SegmentationFolder, SyntheticGrainBoundaries
 from smalldata_pl.datasets.folder import MicrographFolderDataset, Record
-from smalldata_pl.inference.boundary_maps import close_boundaries, fuse_edges
+from smalldata_pl.inference.boundary_maps import EdgeWeight, close_boundaries, fuse_class_edges, fuse_edges
 from smalldata_pl.inference.metallography import drop_boundary_fragments, score_boundaries
 from smalldata_pl.inference.tta import segment
 from smalldata_pl.io.images import read_image
@@ -97,6 +101,18 @@ ADAPTATIONS: dict[str, dict[str, Any]] = {
     },
 }
 CONFIGS = ("flat", "realistic", "tint_etched", "real_labels", *ADAPTATIONS)
+
+
+class EdgeFusedSelfTraining(SelfTraining):
+    """Self-training whose teacher's boundary probability is fused with each target image's own edges first."""
+
+    def __init__(self, edge_weight: EdgeWeight, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.edge_weight = edge_weight
+
+    def refine(self, probabilities: torch.Tensor, image: np.ndarray) -> torch.Tensor:
+        fused = fuse_class_edges(probabilities[0].cpu().numpy(), image, 1, self.edge_weight)  # boundary class 1
+        return torch.from_numpy(fused)[None].to(probabilities)
 
 
 @dataclass
@@ -211,8 +227,11 @@ def train(config: str, fold: Fold | None, args: argparse.Namespace, folder: Path
             else:
                 # The shipped schedule (start 4 of 8, every 2, threshold 0.9, AdaBN) scaled to the epochs run.
                 schedule = {"start_epoch": max(1, args.epochs // 2), "adapt_batch_norm": True}
+            options = {"every_n_epochs": 2, "threshold": 0.9, "class_balance": args.class_balance, **schedule}
             callbacks.append(
-                SelfTraining(every_n_epochs=2, threshold=0.9, class_balance=args.class_balance, **schedule)
+                EdgeFusedSelfTraining(args.teacher_edge_weight, **options)
+                if args.teacher_edge_weight != 0
+                else SelfTraining(**options)
             )
         if args.frozen_encoder:
             callbacks.append(StagedUnfreezing(unfreeze_at=[]))  # no backbone group ever unfreezes
@@ -304,11 +323,16 @@ class Decision:
 
     threshold: float = 0.5
     min_fragment: int = 0
-    edge_weight: float = 0.0
+    edge_weight: EdgeWeight = 0.0
     closure: tuple[float, float] | None = None
 
 
-def fuse(maps: list[np.ndarray], tiles: list[Tile], weight: float) -> list[np.ndarray]:
+def edge_weight(text: str) -> EdgeWeight:
+    """A share of the edges, or ``auto`` (calibrated Bayes fusion): the ``--edge-weights`` argument type."""
+    return "auto" if text == "auto" else float(text)
+
+
+def fuse(maps: list[np.ndarray], tiles: list[Tile], weight: EdgeWeight) -> list[np.ndarray]:
     return [fuse_edges(probability, tile.image, weight) for probability, tile in zip(maps, tiles, strict=True)]
 
 
@@ -376,14 +400,17 @@ def evaluate(config: str, model: MicrographSegmenter, fold: Fold, args: argparse
     }
 
 
-def pooled(folds: list[Fold], config: str, tiles_by: dict[str, list[Tile]]) -> dict[str, Any]:
-    """Both evaluation halves scored together (every tile once), default and tuned inference."""
+def pooled(
+    folds: list[Fold], config: str, tiles_by: dict[str, list[Tile]], default: Decision = Decision()
+) -> dict[str, Any]:
+    """Both evaluation halves scored together (every tile once), with the ``default`` decision (nothing chosen on
+    labels) and the tuned one."""
     out: dict[str, Any] = {}
     for kind in ("default", "tuned"):
         maps, truths = [], []
         for fold in folds:
             result = fold.results[config]
-            decision = result["tuned_decision"] if kind == "tuned" else Decision()
+            decision = result["tuned_decision"] if kind == "tuned" else default
             maps += masks(result[f"{kind}_maps"], tiles_by[fold.name], decision)
             truths += [t.mask for t in tiles_by[fold.name]]
         out[kind] = score_boundaries(maps, truths).as_dict()
@@ -428,11 +455,23 @@ def main() -> None:
     )
     parser.add_argument(
         "--edge-weights",
-        type=float,
+        type=edge_weight,
         nargs="+",
         default=[0.0],
         help="shares of the tile's own edge map mixed into the boundary probability (fuse_edges); each is tried "
-        "on the tuning half (0: the network alone)",
+        "on the tuning half (0: the network alone; auto: calibrated on each tile, combined by Bayes' rule)",
+    )
+    parser.add_argument(
+        "--default-edge-weight",
+        type=edge_weight,
+        default=0.0,
+        help="the edge weight of the default (untuned) column, e.g. auto: threshold 0.5, default scale, no labels",
+    )
+    parser.add_argument(
+        "--teacher-edge-weight",
+        type=edge_weight,
+        default=0.0,
+        help="self-training's teacher fuses its boundary probability with each target's edges first (a share or auto)",
     )
     parser.add_argument(
         "--closure",
@@ -501,7 +540,12 @@ def main() -> None:
                     fold.results["tint_etched"]["tuned"]["tuning_f1"] > fold.results["realistic"]["tuned"]["tuning_f1"]
                 )
                 fold.base = "tint_etched" if better else "realistic"
-        result = {**pooled(folds, config, evaluation), "folds": details, "seconds": time.perf_counter() - start}
+        default = Decision(edge_weight=args.default_edge_weight)
+        result = {
+            **pooled(folds, config, evaluation, default),
+            "folds": details,
+            "seconds": time.perf_counter() - start,
+        }
         summary["configs"][config] = result
         (args.out / f"{config}.json").write_text(json.dumps(result, indent=2) + "\n")
         d, t = result["default"], result["tuned"]

@@ -11,7 +11,7 @@ from skimage.filters import sobel
 
 from smalldata_pl.cli import main
 from smalldata_pl.inference import Predictor, load_predictor
-from smalldata_pl.inference.boundary_maps import close_boundaries, edge_strength, fuse_edges
+from smalldata_pl.inference.boundary_maps import EPS, calibrated_edges, close_boundaries, edge_strength, fuse_edges
 from smalldata_pl.inference.metallography import grain_labels, score_boundaries
 from smalldata_pl.io.images import read_image
 from smalldata_pl.tasks import MicrographSegmenter
@@ -50,10 +50,39 @@ def test_fuse_edges_weights_network_and_edges_and_refuses_bad_input():
     np.testing.assert_array_equal(fuse_edges(probability, image, 0.0), probability)
     np.testing.assert_allclose(fuse_edges(probability, image, 1.0), edge_strength(image))
     np.testing.assert_allclose(fuse_edges(probability, image, 0.5), 0.1 + 0.5 * edge_strength(image), rtol=1e-6)
-    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"in \[0, 1\].*'auto'"):
         fuse_edges(probability, image, 1.5)
+    with pytest.raises(ValueError, match="'auto'"):
+        fuse_edges(probability, image, "high")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="differ in size"):
         fuse_edges(probability[:30], image, 0.5)
+
+
+def test_auto_fusion_raises_a_faint_boundary_that_the_edges_back():
+    image = grains_of_equal_brightness()
+    probability = np.full((40, 40), 0.05)
+    probability[:, 19:21] = 0.9
+    probability[10:22, 19:21] = 0.35  # the network half sees this stretch of the colour boundary
+    fused = fuse_edges(probability, image, "auto")
+    assert fused[:, 19:21].min() > 0.5  # the whole boundary, the faint stretch included
+    assert fused[:, :12].max() < 0.5 and fused[:, 28:].max() < 0.5
+    assert (fuse_edges(probability, image, 0.0)[10:22, 19:21] < 0.5).all()  # the network alone misses it
+
+
+def test_auto_fusion_gives_no_weight_to_edges_the_network_does_not_back():
+    rng = np.random.default_rng(0)
+    image = np.clip(0.6 + 0.02 * rng.standard_normal((64, 64)), 0, 1)
+    image[8::12] = 0.2  # polishing scratches: the image's strongest edges, but no boundary
+    probability = np.clip(0.05 + 0.02 * rng.standard_normal((64, 64)), 0, 1)
+    probability[:, 30:33] = 0.8  # the boundary the network sees, with no contrast in the image
+    edges = edge_strength(image) > 0.9
+    assert edges[:, :20].sum(axis=0).min() >= 2 * len(range(8, 64, 12))  # both flanks of every scratch
+    assert (fuse_edges(probability, image, 0.75)[edges] >= 0.5).all()  # a fixed share draws the scratches
+    fused = fuse_edges(probability, image, "auto")
+    np.testing.assert_array_equal(fused >= 0.5, probability >= 0.5)
+    assert calibrated_edges(probability, image)[edges].max() < 0.2  # strong edges mean no boundary on this image
+    flat = np.full((64, 64), 0.5)  # an image without edges leaves the map as it is
+    np.testing.assert_allclose(fuse_edges(probability, flat, "auto"), np.clip(probability, EPS, 1 - EPS), atol=1e-6)
 
 
 def grain_probability(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -97,6 +126,8 @@ def test_only_boundary_segmenters_take_the_boundary_options():
         Predictor(model, {"in_chans": 1}, edge_weight=0.5)
     with pytest.raises(ValueError, match="boundary_class"):
         Predictor(model, {"in_chans": 1}, close_boundaries=True)
+    with pytest.raises(ValueError, match="boundary_class"):
+        Predictor(model, {"in_chans": 1}, edge_weight="auto")
 
 
 @pytest.mark.slow
@@ -129,6 +160,11 @@ data:
     # With all the weight on the image's edges the network no longer decides: boundary where the edges are.
     assert np.mean((only_edges == 1) == (edges > 0.5)) > 0.999
     assert not np.array_equal(plain, only_edges)
+
+    # Calibrated fusion through the command line is the Python API's, image by image.
+    main(["apply", str(checkpoint), str(path), "--out", "auto", "--edge_weight", "auto"])
+    auto = load_predictor(checkpoint, edge_weight="auto").predict(path).mask
+    np.testing.assert_array_equal(np.asarray(Image.open("auto/masks/grains.png")), auto)
 
     main(["apply", str(checkpoint), str(path), "--out", "out", "--edge_weight", "1", "--close_boundaries"])
     closed = np.asarray(Image.open("out/masks/grains.png"))

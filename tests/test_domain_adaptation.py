@@ -29,6 +29,7 @@ from smalldata_pl.generators.calibration import calibrate_imaging, rescale_sampl
 from smalldata_pl.generators.grains import GRAIN_MORPHOLOGIES, GrainMorphology, render_grain_micrograph
 from smalldata_pl.generators.imaging import IMAGING_PRESETS, ImagingModel
 from smalldata_pl.generators.renderers import GrainBoundaryRenderer
+from smalldata_pl.io.images import read_image
 from smalldata_pl.tasks import MicrographSegmenter
 from smalldata_pl.transforms.invariances import leaves
 from smalldata_pl.transforms.pipeline import IGNORE_INDEX, ImagePipeline
@@ -207,6 +208,25 @@ def test_self_training_tta_pseudo_labels_turn_with_the_image(target_folder: Path
         matches[tta] = [torch.equal(torch.rot90(a), b) for a, b in zip(upright, turned, strict=True)]
     assert all(matches[True])
     assert not any(matches[False])
+
+
+class BrightIsBoundary(SelfTraining):
+    """A refinement that overrules the teacher with what the image itself shows: bright pixels are class 1."""
+
+    def refine(self, probabilities: torch.Tensor, image: np.ndarray) -> torch.Tensor:
+        assert probabilities.shape[-2:] == image.shape[:2]  # the teacher's view at the image's own size
+        bright = torch.from_numpy(np.asarray(image).mean(axis=-1) > 0.5).to(probabilities)
+        return torch.stack([1 - bright, bright])[None]
+
+
+def test_self_training_pseudo_labels_follow_the_refined_teacher(target_folder: Path) -> None:
+    trainer: Any = SimpleNamespace(datamodule=SyntheticGrainBoundaries(image_size=32, in_chans=3))
+    callback = BrightIsBoundary(threshold=0.9)
+    callback.records = target_records(target_folder)
+    masks = callback.pseudo_labels(trainer, LeftRightSegmenter())
+    for record, mask in zip(callback.records, masks, strict=True):
+        image = read_image(record.path)
+        assert torch.equal(mask, torch.from_numpy(image.mean(axis=-1) > 0.5).long())
 
 
 def test_class_balanced_thresholds_keep_the_surer_share_of_a_rare_class() -> None:

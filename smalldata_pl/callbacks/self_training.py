@@ -3,6 +3,7 @@
 import logging
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -177,6 +178,7 @@ class SelfTraining(Callback):
                 else:  # the views' probabilities are averaged in the model's frame, then resized
                     averaged = mean_probabilities(segmentation_logits, batch, views, per_pixel=True).float()
                     probabilities = F.interpolate(averaged, size=size, mode="bilinear")
+                probabilities = self.refine(probabilities, image)
                 num_classes = probabilities.shape[1]
                 confidence, label = probabilities[0].max(dim=0)
                 confidences.append(confidence.cpu())
@@ -191,6 +193,18 @@ class SelfTraining(Callback):
             self.class_thresholds = least.tolist()
             log.info("self-training: least confidence kept per class %s", [round(t, 3) for t in self.class_thresholds])
         return [keep_confident(c, lab, least, IGNORE_INDEX) for c, lab in zip(confidences, labels, strict=True)]
+
+    def refine(self, probabilities: torch.Tensor, image: np.ndarray) -> torch.Tensor:
+        """The teacher's class probabilities of one target image before confidence is judged: as they are here.
+
+        Subclasses may refine them with what the image itself shows (the benchmarks mix the micrograph's own
+        edges into a grain-boundary class this way).
+
+        Args:
+            probabilities: ``(1, C, H, W)`` at the image's own size.
+            image: The image as read, ``(H, W)`` or ``(H, W, C)`` in [0, 1].
+        """
+        return probabilities
 
 
 def _batch_norm_state(model: nn.Module) -> list[dict[str, torch.Tensor]]:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from smalldata_pl.cli.options import command_parser, parse_options
 from smalldata_pl.datasets.folder import unlabelled_files
+from smalldata_pl.inference.boundary_maps import EdgeWeight
 from smalldata_pl.inference.reports import apply_to_images
 
 
@@ -34,8 +35,10 @@ class ApplyOptions:
             checkpoint was trained with a target_pixel_size and the images carry no pixel size (PNG, JPEG, TIFF
             without FEI, Zeiss, ImageJ or resolution metadata).
         edge_weight: Grain-boundary segmenters: mix this share (0-1) of the image's own colour-gradient map into
-            the boundary probability. It helped a synthetic-only model on real colour-etched tiles
-            (benchmarks/README.md); check it on a few labelled images of your own before trusting it.
+            the boundary probability, or ``auto``: calibrate the edges against the network on each image and
+            combine the two by Bayes' rule, so that edges the network does not back (scratches, texture) carry
+            no weight. Both helped a synthetic-only model on real colour-etched tiles (benchmarks/README.md);
+            check either on a few labelled images of your own before trusting it.
         close_boundaries: Grain-boundary segmenters: draw closed grains (seeded watershed of the boundary
             probability) instead of cutting it, so gaps do not merge grains and spurs do not add boundary.
     """
@@ -51,7 +54,7 @@ class ApplyOptions:
     temperature: float = 1.0
     explain: bool = False
     pixel_size: float | None = None
-    edge_weight: float = 0.0
+    edge_weight: EdgeWeight = 0.0
     close_boundaries: bool = False
 
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from smalldata_pl.datasets.folder import tile_origins
-from smalldata_pl.inference.boundary_maps import close_boundaries, fuse_edges
+from smalldata_pl.inference.boundary_maps import EdgeWeight, check_edge_weight, close_boundaries, fuse_class_edges
 from smalldata_pl.inference.tta import segment, view_logits, views_from_invariances
 from smalldata_pl.io.images import read_image, to_unit_float
 from smalldata_pl.models.gradcam import gradcam
@@ -85,13 +85,14 @@ class Predictor:
             and files without metadata when the checkpoint was trained with ``target_pixel_size``).
         edge_weight: Boundary segmenters: mix this share of the image's own colour-gradient map into the
             boundary probability before the decision (:func:`~smalldata_pl.inference.boundary_maps.fuse_edges`);
-            0 trusts the network alone.
+            0 trusts the network alone; ``"auto"`` calibrates the edges against the network on each image and
+            combines the two by Bayes' rule, with no share to set.
         close_boundaries: Boundary segmenters: draw closed grains by seeded watershed of the (fused) boundary
             probability (:func:`~smalldata_pl.inference.boundary_maps.close_boundaries`) instead of cutting it.
 
     Raises:
         ValueError: For a temperature that is not positive, or one given to a segmenter; for ``edge_weight``
-            outside [0, 1]; for either boundary option with a model that has no boundary class.
+            neither in [0, 1] nor ``"auto"``; for either boundary option with a model that has no boundary class.
     """
 
     def __init__(
@@ -103,7 +104,7 @@ class Predictor:
         tta: bool = False,
         temperature: float = 1.0,
         pixel_size: float | None = None,
-        edge_weight: float = 0.0,
+        edge_weight: EdgeWeight = 0.0,
         close_boundaries: bool = False,
     ) -> None:
         if batch_size < 1:
@@ -133,14 +134,12 @@ class Predictor:
         self.scale = PhysicalScale(preprocessing.get("target_pixel_size"), preprocessing.get("crop_data_bar", False))
         self.pixel_size = pixel_size
         self.boundary_class: int | None = getattr(model, "boundary_class", None)
-        if (edge_weight > 0 or close_boundaries) and self.boundary_class is None:
+        self.edge_weight = check_edge_weight(edge_weight)
+        if (edge_weight != 0 or close_boundaries) and self.boundary_class is None:
             raise ValueError(
                 "edge_weight and close_boundaries refine grain-boundary maps; this checkpoint's model has no "
                 "boundary_class (train it with model.init_args.boundary_class set to the boundary class index)"
             )
-        if not 0 <= edge_weight <= 1:
-            raise ValueError(f"edge_weight must be in [0, 1] (0: the network alone), got {edge_weight}")
-        self.edge_weight = float(edge_weight)
         self.close_boundaries = close_boundaries
 
     def predict(self, source: str | Path | np.ndarray, pixel_size: float | None = None) -> Prediction:
@@ -262,22 +261,18 @@ class Predictor:
         if (height, width) != (rows, columns):  # back from the model's pixel scale to the image's own
             probabilities = F.interpolate(probabilities, (rows, columns), mode="bilinear", align_corners=False)
         per_class = probabilities[0].cpu().numpy()
-        if self.edge_weight > 0 or self.close_boundaries:  # only set for boundary segmenters (__init__)
+        if self.edge_weight != 0 or self.close_boundaries:  # only set for boundary segmenters (__init__)
             mask = self._boundary_mask(per_class, native)
         else:
             mask = per_class.argmax(axis=0).astype(np.int64)
         return Prediction(name, mask=mask, tiles=windows, views=len(self.views))
 
     def _boundary_mask(self, probabilities: np.ndarray, native: np.ndarray) -> np.ndarray:
-        """Class mask with the boundary probability fused with the image's edges and, if asked, closed into grains.
-
-        The other classes keep their odds against each other: they share what the fused boundary leaves.
-        """
+        """Class mask with the boundary probability fused with the image's edges and, if asked, closed into grains."""
         boundary = self.boundary_class
         assert boundary is not None
-        fused = fuse_edges(probabilities[boundary], native, self.edge_weight)
-        scaled = probabilities * ((1 - fused) / np.maximum(1 - probabilities[boundary], 1e-6))
-        scaled[boundary] = fused
+        scaled = fuse_class_edges(probabilities, native, boundary, self.edge_weight)
+        fused = scaled[boundary].copy()
         if not self.close_boundaries:
             return scaled.argmax(axis=0).astype(np.int64)
         scaled[boundary] = -np.inf  # the closed lines decide the boundary; elsewhere the likeliest other class
@@ -293,7 +288,7 @@ def load_predictor(
     tta: bool | None = None,
     temperature: float = 1.0,
     pixel_size: float | None = None,
-    edge_weight: float = 0.0,
+    edge_weight: EdgeWeight = 0.0,
     close_boundaries: bool = False,
 ) -> Predictor:
     """A :class:`Predictor` from a smalldata_pl checkpoint alone: no config or DataModule needed.
@@ -306,7 +301,8 @@ def load_predictor(
             what the model was validated with (its ``tta`` setting).
         temperature: Divides classification logits before the softmax (a fitted calibration temperature).
         pixel_size: Micrometres per pixel of every image, preferred to the files' metadata.
-        edge_weight: Share of the image's own edges in a boundary segmenter's boundary probability.
+        edge_weight: Share of the image's own edges in a boundary segmenter's boundary probability, or
+            ``"auto"`` (see :class:`Predictor`).
         close_boundaries: Close a boundary segmenter's boundaries into grains by seeded watershed.
 
     Raises:

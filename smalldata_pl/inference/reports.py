@@ -15,6 +15,7 @@ from torchmetrics.classification import (
 from tqdm import tqdm
 
 from smalldata_pl.datasets.folder import read_manifest
+from smalldata_pl.inference.boundary_maps import EdgeWeight
 from smalldata_pl.inference.predictor import Prediction, Predictor, load_predictor
 from smalldata_pl.io.images import (
     ImageReadError,
@@ -42,7 +43,7 @@ def apply_to_images(
     temperature: float = 1.0,
     explain: bool = False,
     pixel_size: float | None = None,
-    edge_weight: float = 0.0,
+    edge_weight: EdgeWeight = 0.0,
     close_boundaries: bool = False,
 ) -> str:
     """Predict every image and write the reports into ``out``; returns a one-paragraph summary.
@@ -60,7 +61,8 @@ def apply_to_images(
         temperature: Divide classification logits by this fitted calibration temperature.
         explain: Write Grad-CAM heat-map overlays of the predicted class to ``explain/`` (classification).
         pixel_size: Micrometres per pixel of every image, preferred to the files' metadata.
-        edge_weight: Share of the image's own edges in a boundary segmenter's boundary probability.
+        edge_weight: Share of the image's own edges in a boundary segmenter's boundary probability, or
+            ``"auto"`` (see :class:`~smalldata_pl.inference.predictor.Predictor`).
         close_boundaries: Close a boundary segmenter's boundaries into grains by seeded watershed.
 
     Raises:
