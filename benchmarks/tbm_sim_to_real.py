@@ -35,7 +35,7 @@ declares rotation and mirror invariance). ``--style`` overrides generator style 
 (target-free models); ``--min-fragments`` adds isolated-fragment removal (``drop_boundary_fragments``) to what the
 tuning half chooses; ``--edge-weights`` adds the tiles' own colour-gradient map mixed into the probability
 (``fuse_edges``; ``auto``: calibrated against the network on each tile and combined by Bayes' rule, no share
-chosen; ``--default-edge-weight`` gives the untuned column one too) and ``--closure`` closed grains by seeded
+chosen; ``--default-edge-weight`` gives the untuned column one too) and ``--closure`` closed grains by marked
 watershed (``close_boundaries``) to what the tuning half chooses (``--closure always``: the tuning half chooses
 only among closed grains);
 ``--reuse RUN`` loads the checkpoints a previous run left under RUN instead of training again; ``--train-seed``
@@ -318,8 +318,9 @@ def adabn(model: MicrographSegmenter, tiles: list[Tile], size: int | None) -> No
 @dataclass(frozen=True)
 class Decision:
     """How a tile's boundary probability becomes a mask: fused with the tile's own edges (``edge_weight``), then cut
-    at ``threshold`` less the isolated pieces under ``min_fragment`` px, or closed into grains by seeded watershed
-    (``closure``: seed and merge thresholds of :func:`close_boundaries`; the threshold is then unused)."""
+    at ``threshold`` less the isolated pieces under ``min_fragment`` px, or closed into grains by marked watershed
+    (``closure``: marker depth and merge threshold of :func:`close_boundaries`, markers from the cut at 0.5; the
+    threshold is then unused)."""
 
     threshold: float = 0.5
     min_fragment: int = 0
@@ -339,7 +340,8 @@ def fuse(maps: list[np.ndarray], tiles: list[Tile], weight: EdgeWeight) -> list[
 def decide(fused: list[np.ndarray], decision: Decision) -> list[np.ndarray]:
     """The masks of (already fused) maps: closed grains, or the cut less its short isolated pieces."""
     if decision.closure:
-        return [close_boundaries(f, *decision.closure) for f in fused]
+        depth, merge = decision.closure
+        return [close_boundaries(f, min_depth=depth, merge_threshold=merge) for f in fused]
     return [drop_boundary_fragments(f >= decision.threshold, decision.min_fragment) for f in fused]
 
 
@@ -350,7 +352,7 @@ def masks(maps: list[np.ndarray], tiles: list[Tile], decision: Decision) -> list
 def decisions(args: argparse.Namespace) -> list[Decision]:
     """Every decision the tuning half chooses from."""
     cuts = [(t, p) for t in args.thresholds for p in args.min_fragments]
-    closures = [(seed, merge) for seed in (0.1, 0.2) for merge in (0.3, 0.4, 0.5)] if args.closure else []
+    closures = [(depth, merge) for depth in (1.0, 2.0, 4.0) for merge in (0.3, 0.4, 0.5)] if args.closure else []
     closed = [Decision(edge_weight=w, closure=c) for w in args.edge_weights for c in closures]
     if args.closure == "always":
         return closed
@@ -478,7 +480,7 @@ def main() -> None:
         nargs="?",
         const="offer",
         choices=("offer", "always"),
-        help="offer closed grains by seeded watershed (close_boundaries) beside the cut, or always close them",
+        help="offer closed grains by marked watershed (close_boundaries) beside the cut, or always close them",
     )
     parser.add_argument(
         "--multiscale", action="store_true", help="also offer the mean of the model-scale and native probabilities"

@@ -111,13 +111,22 @@ def test_closing_fills_gaps_and_drops_spurs_so_every_grain_is_counted():
     assert score_boundaries([closed], [truth]).recall >= score_boundaries([cut], [truth]).recall
 
 
+def test_closing_keeps_a_boundary_the_map_sees_only_in_part():
+    probability = np.full((40, 40), 0.05)
+    probability[:, 20] = 0.9
+    probability[14:26, 20] = 0.05  # a stretch the map misses: the grain interiors join through it
+    closed = close_boundaries(probability)
+    assert int(grain_labels(closed).max()) == 2
+    assert closed[:, 18:22].any(axis=1).all()  # the line runs on through the missed stretch
+
+
 def test_closing_merges_grains_split_by_a_weak_line_and_keeps_a_map_without_grain():
     probability = np.full((40, 40), 0.02)
-    probability[:, 20] = 0.2  # a dip between two seeds, not a boundary
-    assert not close_boundaries(probability, merge_threshold=0.4).any()
-    assert close_boundaries(probability, merge_threshold=0.1)[:, 19:21].any(axis=1).all()  # a line kept when asked
+    probability[:, 20] = 0.6  # a faint line between two grains
+    assert close_boundaries(probability, merge_threshold=0.4)[:, 19:21].any(axis=1).all()
+    assert not close_boundaries(probability, merge_threshold=0.7).any()  # too faint at this bar: one grain
     sure = np.full((8, 8), 0.9)
-    np.testing.assert_array_equal(close_boundaries(sure), sure >= 0.5)  # no seed: nothing to grow
+    np.testing.assert_array_equal(close_boundaries(sure), sure >= 0.5)  # no grain interior: nothing to grow
 
 
 def test_only_boundary_segmenters_take_the_boundary_options():

@@ -39,7 +39,7 @@ class ApplyOptions:
             combine the two by Bayes' rule, so that edges the network does not back (scratches, texture) carry
             no weight. Both helped a synthetic-only model on real colour-etched tiles (benchmarks/README.md);
             check either on a few labelled images of your own before trusting it.
-        close_boundaries: Grain-boundary segmenters: draw closed grains (seeded watershed of the boundary
+        close_boundaries: Grain-boundary segmenters: draw closed grains (marked watershed of the boundary
             probability) instead of cutting it, so gaps do not merge grains and spurs do not add boundary.
     """
 

@@ -13,10 +13,13 @@ watershed and keeps a dividing line only where the map backs it.
 from typing import Literal
 
 import numpy as np
+from scipy.ndimage import distance_transform_edt
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.special import expit, logit
 from skimage.filters import gaussian, sobel, threshold_otsu
+from skimage.measure import label
+from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 from sklearn.isotonic import IsotonicRegression
 
@@ -165,42 +168,47 @@ def calibrated_edges(probability: np.ndarray, image: np.ndarray, sigma: float = 
 
 
 def close_boundaries(
-    probability: np.ndarray, seed_threshold: float = 0.1, merge_threshold: float = 0.4, min_seed_area: int = 4
+    probability: np.ndarray, threshold: float = 0.5, min_depth: float = 2.0, merge_threshold: float = 0.4
 ) -> np.ndarray:
-    """Closed grain boundaries from a boundary probability map: seeded watershed, weak divisions merged away.
+    """Closed grain boundaries from a boundary probability map: marked watershed, weak divisions merged away.
 
-    Every connected region where the probability is below ``seed_threshold`` seeds a grain (a low seed threshold
-    lets a faint boundary still separate two seeds); the watershed of the map grows the seeds until they meet,
-    so every line drawn is closed. Two grains whose shared line has a mean probability under
-    ``merge_threshold`` are one grain split by a dip in the map, and are merged. The result has no gaps (the
-    watershed closes them along the map's ridge) and no spurs (a line that separates nothing is not drawn).
-    Where four grains meet at one point and the map is faint there, the two diagonal grains can touch along a few
-    faint pixels and be merged; real grains meet at triple junctions, where every pair shares a whole boundary.
+    The map cut at ``threshold`` leaves the grain interiors, and every grain grows from one marker: a local maximum
+    of the distance to the nearest cut boundary pixel that stands at least ``min_depth`` pixels above the saddle
+    to its neighbours (the classic split of touching particles). A boundary the cut sees only in part still puts
+    a neck between two grains, and so two markers, where regions of low probability would join through its gap.
+    The watershed of the map grows the markers until they meet, so every line drawn is closed. Two grains whose
+    shared line has a mean probability under ``merge_threshold`` are one grain split by a dip in the map, and are
+    merged. The result has no gaps (the watershed closes them along the map's ridge) and no spurs (a line that
+    separates nothing is not drawn). Where four grains meet at one point and the map is faint there, the two
+    diagonal grains can touch along a few faint pixels and be merged; real grains meet at triple junctions, where
+    every pair shares a whole boundary. The image border is no boundary: a spur close to it can close a sliver.
 
     Example:
         >>> probability = np.full((32, 32), 0.05)
         >>> probability[:, 15:17] = 0.9
         >>> probability[12:20, 15:17] = 0.3  # a gap in the boundary: still a valley between two grains
-        >>> probability[5, 2:10] = 0.9  # a spur inside the left grain
+        >>> probability[20, 4:11] = 0.9  # a spur inside the left grain
         >>> closed = close_boundaries(probability)
-        >>> bool(closed[12:20, 14:18].any(axis=1).all()), bool(closed[5, 2:10].any())
+        >>> bool(closed[12:20, 14:18].any(axis=1).all()), bool(closed[20, 4:11].any())
         (True, False)
 
     Args:
         probability: Boundary probability ``(H, W)``.
-        seed_threshold: Probability below which a pixel is sure grain interior.
+        threshold: The cut whose interiors place the markers.
+        min_depth: Pixels by which a distance maximum must rise above its saddle to mark a grain of its own;
+            lower splits grains at shallower necks.
         merge_threshold: Grains whose shared line averages less than this are merged.
-        min_seed_area: Seeds of fewer pixels (specks of low probability on a boundary) are dropped.
 
     Returns:
         Boolean ``(H, W)`` mask, every division between two grains as a line one pixel wide (the pixels of the
-        upper or left grain along it). Without any seed, the map thresholded at 0.5.
+        upper or left grain along it). Without any marker (the cut covers the map), the cut.
     """
     probability = np.asarray(probability, dtype=np.float64)
-    seeds = connected_regions(probability < seed_threshold, min_seed_area)
-    if seeds.max() == 0:  # nowhere sure grain: nothing to grow; keep what the map says
-        return probability >= 0.5
-    regions = watershed(probability, seeds)
+    interior = probability < threshold
+    if not interior.any():  # nowhere grain: nothing to grow; keep what the map says
+        return ~interior
+    markers = label(h_maxima(distance_transform_edt(interior), min_depth), connectivity=2)
+    regions = watershed(probability, markers)
     grains = _merge_weak_divisions(regions, probability, merge_threshold)
     return _division_lines(grains)
 

@@ -87,7 +87,7 @@ class Predictor:
             boundary probability before the decision (:func:`~smalldata_pl.inference.boundary_maps.fuse_edges`);
             0 trusts the network alone; ``"auto"`` calibrates the edges against the network on each image and
             combines the two by Bayes' rule, with no share to set.
-        close_boundaries: Boundary segmenters: draw closed grains by seeded watershed of the (fused) boundary
+        close_boundaries: Boundary segmenters: draw closed grains by marked watershed of the (fused) boundary
             probability (:func:`~smalldata_pl.inference.boundary_maps.close_boundaries`) instead of cutting it.
 
     Raises:
@@ -303,7 +303,7 @@ def load_predictor(
         pixel_size: Micrometres per pixel of every image, preferred to the files' metadata.
         edge_weight: Share of the image's own edges in a boundary segmenter's boundary probability, or
             ``"auto"`` (see :class:`Predictor`).
-        close_boundaries: Close a boundary segmenter's boundaries into grains by seeded watershed.
+        close_boundaries: Close a boundary segmenter's boundaries into grains by marked watershed.
 
     Raises:
         ValueError: If the checkpoint carries no preprocessing record or is not an image task.

@@ -63,7 +63,7 @@ def apply_to_images(
         pixel_size: Micrometres per pixel of every image, preferred to the files' metadata.
         edge_weight: Share of the image's own edges in a boundary segmenter's boundary probability, or
             ``"auto"`` (see :class:`~smalldata_pl.inference.predictor.Predictor`).
-        close_boundaries: Close a boundary segmenter's boundaries into grains by seeded watershed.
+        close_boundaries: Close a boundary segmenter's boundaries into grains by marked watershed.
 
     Raises:
         ValueError: For ``explain`` or a temperature with a segmenter.
