@@ -105,6 +105,23 @@ data:
     return path
 
 
+def write_segmenter_config(path: Path, **model: object) -> Path:
+    """A seconds-long grain-boundary segmenter config (test_resnet, 32 px synthetic grains); ``model`` adds init_args."""
+    extra = "".join(f", {key}: {value}" for key, value in model.items())
+    path.write_text(
+        f"""
+trainer: {{max_epochs: 1, accelerator: cpu, enable_progress_bar: false, enable_model_summary: false}}
+model:
+  class_path: smalldata_pl.tasks.MicrographSegmenter
+  init_args: {{backbone: test_resnet{extra}}}
+data:
+  class_path: smalldata_pl.datamodules.SyntheticGrainBoundaries
+  init_args: {{train_size: 8, val_size: 4, test_size: 4, image_size: 32, batch_size: 4}}
+"""
+    )
+    return path
+
+
 def tensorboard_scalars(run_dir: Path) -> dict[str, list[float]]:
     """Every scalar series of a TensorBoard run folder (image tags as ``image:<tag>`` with no values)."""
     series: dict[str, list[float]] = {}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import pattern, write_image, write_manifest_config
+from conftest import pattern, write_image, write_manifest_config, write_segmenter_config
 from PIL import Image
 
 from smalldata_pl.cli import main
@@ -87,18 +87,7 @@ def test_python_predictor_gives_the_same_answer_for_a_file_and_its_array(classif
 
 @pytest.mark.slow
 def test_apply_segmenter_on_images_larger_than_its_crop(tmp_path):
-    config = tmp_path / "seg.yaml"
-    config.write_text(
-        """
-trainer: {max_epochs: 1, accelerator: cpu, enable_progress_bar: false, enable_model_summary: false}
-model:
-  class_path: smalldata_pl.tasks.MicrographSegmenter
-  init_args: {backbone: test_resnet, tile_overlap: 8}
-data:
-  class_path: smalldata_pl.datamodules.SyntheticGrainBoundaries
-  init_args: {train_size: 8, val_size: 4, test_size: 4, image_size: 32, batch_size: 4}
-"""
-    )
+    config = write_segmenter_config(tmp_path / "seg.yaml", tile_overlap=8)
     main(["fit", "-c", str(config)])
     rng = np.random.default_rng(0)
     write_image(tmp_path / "big" / "large.png", (rng.random((90, 70)) * 255).astype(np.uint8))

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_image
+from conftest import write_image, write_segmenter_config
 from PIL import Image
 from skimage.color import rgb2gray
 from skimage.filters import sobel
@@ -141,18 +141,7 @@ def test_only_boundary_segmenters_take_the_boundary_options():
 
 @pytest.mark.slow
 def test_apply_fuses_the_image_edges_and_closes_the_grains(tmp_path):
-    config = tmp_path / "grains.yaml"
-    config.write_text(
-        """
-trainer: {max_epochs: 1, accelerator: cpu, enable_progress_bar: false, enable_model_summary: false}
-model:
-  class_path: smalldata_pl.tasks.MicrographSegmenter
-  init_args: {backbone: test_resnet, boundary_class: 1}
-data:
-  class_path: smalldata_pl.datamodules.SyntheticGrainBoundaries
-  init_args: {train_size: 8, val_size: 4, image_size: 32, batch_size: 4}
-"""
-    )
+    config = write_segmenter_config(tmp_path / "grains.yaml", boundary_class=1)
     main(["fit", "-c", str(config)])
     checkpoint = next(Path("lightning_logs").rglob("last.ckpt"))
     rng = np.random.default_rng(3)

@@ -9,6 +9,7 @@ import numpy as np
 import onnxruntime
 import pytest
 import torch
+from conftest import write_segmenter_config
 
 from smalldata_pl.cli import main
 from smalldata_pl.inference import export as export_module
@@ -17,15 +18,6 @@ from smalldata_pl.inference.export import export_model, read_metadata
 from smalldata_pl.tasks import MicrographClassifier
 
 REPO = Path(__file__).resolve().parents[1]
-SEGMENTER_CONFIG = """
-trainer: {max_epochs: 1, accelerator: cpu, enable_progress_bar: false, enable_model_summary: false}
-model:
-  class_path: smalldata_pl.tasks.MicrographSegmenter
-  init_args: {backbone: test_resnet}
-data:
-  class_path: smalldata_pl.datamodules.SyntheticGrainBoundaries
-  init_args: {train_size: 8, val_size: 4, test_size: 4, image_size: 32, batch_size: 4}
-"""
 
 
 def _fit(folder: Path, *args: str) -> Path:
@@ -45,8 +37,7 @@ def classifier_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def segmenter_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("segmenter")
-    (folder / "seg.yaml").write_text(SEGMENTER_CONFIG)
-    return _fit(folder, "-c", str(folder / "seg.yaml"))
+    return _fit(folder, "-c", str(write_segmenter_config(folder / "seg.yaml")))
 
 
 def _torch_logits(checkpoint: Path) -> Iterator[tuple[np.ndarray, np.ndarray]]:

@@ -8,6 +8,7 @@ from pathlib import Path
 from smalldata_pl.cli.options import command_parser, parse_options
 from smalldata_pl.datasets.folder import unlabelled_files
 from smalldata_pl.inference.boundary_maps import EdgeWeight
+from smalldata_pl.inference.predictor import load_predictor
 from smalldata_pl.inference.reports import apply_to_images
 
 
@@ -97,20 +98,19 @@ def apply_command(argv: Sequence[str]) -> Path:
     )
     o = parse_options(parser, ApplyOptions, argv)
     out = Path(o.out)
-    summary = apply_to_images(
+    images = expand_inputs(o.inputs)
+    # Options the predictor refuses (a temperature for a segmenter, edges without a boundary class) fail here,
+    # before the output folder is touched.
+    predictor = load_predictor(
         o.checkpoint,
-        expand_inputs(o.inputs),
-        out,
-        o.labels,
         o.device,
         o.batch_size,
-        overwrite=o.overwrite,
         tta=o.tta,
         temperature=o.temperature,
-        explain=o.explain,
         pixel_size=o.pixel_size,
         edge_weight=o.edge_weight,
         close_boundaries=o.close_boundaries,
     )
+    summary = apply_to_images(predictor, images, out, o.labels, o.overwrite, o.explain, list_views=bool(o.tta))
     print(summary)
     return out

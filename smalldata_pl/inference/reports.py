@@ -15,8 +15,7 @@ from torchmetrics.classification import (
 from tqdm import tqdm
 
 from smalldata_pl.datasets.folder import read_manifest
-from smalldata_pl.inference.boundary_maps import EdgeWeight
-from smalldata_pl.inference.predictor import Prediction, Predictor, load_predictor
+from smalldata_pl.inference.predictor import Prediction, Predictor
 from smalldata_pl.io.images import (
     ImageReadError,
     class_palette,
@@ -32,52 +31,29 @@ log = logging.getLogger(__name__)
 
 
 def apply_to_images(
-    checkpoint: str | Path,
+    predictor: Predictor,
     images: Sequence[tuple[Path, str]],
     out: Path,
     labels: str | Path | None = None,
-    device: str = "cpu",
-    batch_size: int = 8,
     overwrite: bool = False,
-    tta: bool | None = None,
-    temperature: float = 1.0,
     explain: bool = False,
-    pixel_size: float | None = None,
-    edge_weight: EdgeWeight = 0.0,
-    close_boundaries: bool = False,
+    list_views: bool = False,
 ) -> str:
     """Predict every image and write the reports into ``out``; returns a one-paragraph summary.
 
     Args:
-        checkpoint: A smalldata_pl checkpoint.
+        predictor: The checkpoint's predictor with its inference options
+            (:func:`~smalldata_pl.inference.predictor.load_predictor`).
         images: ``(path, output name)`` pairs (see ``expand_inputs`` of the apply command).
         out: Output folder.
         labels: CSV ``file,label`` of true classes, paths relative to the CSV (classification).
-        device: Where to run the model.
-        batch_size: Tiles per forward pass.
         overwrite: Clear a non-empty ``out`` first.
-        tta: Average over the test-time augmentation views the checkpoint's invariances allow; ``None``: as the
-            model was validated (its ``tta`` setting).
-        temperature: Divide classification logits by this fitted calibration temperature.
         explain: Write Grad-CAM heat-map overlays of the predicted class to ``explain/`` (classification).
-        pixel_size: Micrometres per pixel of every image, preferred to the files' metadata.
-        edge_weight: Share of the image's own edges in a boundary segmenter's boundary probability, or
-            ``"auto"`` (see :class:`~smalldata_pl.inference.predictor.Predictor`).
-        close_boundaries: Close a boundary segmenter's boundaries into grains by marked watershed.
+        list_views: Name the predictor's test-time augmentation views in the summary.
 
     Raises:
-        ValueError: For ``explain`` or a temperature with a segmenter.
+        ValueError: For ``explain`` with a segmenter.
     """
-    predictor = load_predictor(
-        checkpoint,
-        device,
-        batch_size,
-        tta=tta,
-        temperature=temperature,
-        pixel_size=pixel_size,
-        edge_weight=edge_weight,
-        close_boundaries=close_boundaries,
-    )
     if explain and predictor.segmentation:
         raise ValueError("--explain draws Grad-CAM maps of classifiers; this checkpoint is a segmenter")
     prepare_output(out, overwrite, [path for path, _ in images])
@@ -98,7 +74,7 @@ def apply_to_images(
         if explain:
             _write_explanations(predictor, predictions, out)
     lines = [f"{len(predictions)} image(s) predicted into {out}"]
-    if tta:
+    if list_views:
         lines.append(f"test-time augmentation over {len(predictor.views)} view(s): {[v.name for v in predictor.views]}")
     if skipped:
         lines.append(f"{len(skipped)} unreadable, skipped (listed in {out / 'skipped.csv'}):")
