@@ -1,13 +1,15 @@
 """Does mixing in the image's own edges survive a specimen whose edges mislead? Synthetic grains with known truth.
 
     python benchmarks/edge_fusion_textured.py CHECKPOINT [--images 24] [--size 256] [--weight 0.75] [--tta]
+        [--native] [--ensemble CHECKPOINT ...]
 
 A fixed edge share is chosen where the image's strongest edges are grain boundaries (the colour-etched TBM tiles).
 On another specimen they may be scratches, etch pits or an uneven etch. Real micrographs of such specimens with
 labelled boundaries are not in the repository, so this benchmark renders them: colour-etched grains as the
 ``tint_etched`` preset draws them, the same with ten times the scratches and etch pits, and the same with strong
 mottle, relief and shading. Each tile's boundary probability comes from the checkpoint (at the benchmark's model
-scale of 128 px, as in ``tbm_sim_to_real.py``), and four maps are cut at 0.5 with nothing tuned (a user
+scale of 128 px, as in ``tbm_sim_to_real.py``, or with ``--native`` at the tiles' own 256 px, as ``smalldata
+apply`` sees them; ``--ensemble`` averages the checkpoint with more, as ``apply --ensemble`` does), and four maps are cut at 0.5 with nothing tuned (a user
 applying a model to a new material has no labels): the network alone, the edges alone, the fixed share
 (``fuse_edges(p, image, WEIGHT)``) and the calibrated fusion (``fuse_edges(p, image, "auto")``). Scores come from
 :func:`score_boundaries` (skeletons, 3 px, Heyn intercepts). The checkpoint was trained on ``tint_etched``
@@ -27,6 +29,7 @@ from tbm_sim_to_real import Tile, probabilities
 from smalldata_pl.generators.renderers import GrainBoundaryRenderer
 from smalldata_pl.generators.styles import resolve_style
 from smalldata_pl.inference.boundary_maps import edge_strength, fuse_edges
+from smalldata_pl.inference.ensemble import ensemble
 from smalldata_pl.inference.metallography import score_boundaries
 from smalldata_pl.tasks import MicrographSegmenter
 
@@ -56,15 +59,21 @@ def main() -> None:
     parser.add_argument("--weight", type=float, default=0.75, help="the fixed edge share (TBM's choice)")
     parser.add_argument("--tta", action="store_true", help="average the boundary probability over the D4 views")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--native", action="store_true", help="the network sees the tiles at their own size")
+    parser.add_argument("--ensemble", type=Path, nargs="+", default=[], help="more checkpoints averaged with it")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     # weights_only=False: the benchmark's own checkpoints, whose callback state holds a Path.
-    model = MicrographSegmenter.load_from_checkpoint(args.checkpoint, map_location="cpu", weights_only=False).eval()
+    members = [
+        MicrographSegmenter.load_from_checkpoint(path, map_location="cpu", weights_only=False).eval()
+        for path in [args.checkpoint, *args.ensemble]
+    ]
+    model: Any = ensemble(members) if args.ensemble else members[0]
     results: dict[str, Any] = {"settings": {k: str(v) for k, v in vars(args).items()}, "specimens": {}}
     print(f"{'specimen':12s} {'map':14s} {'F1':>6s} {'P':>6s} {'R':>6s} {'err':>7s}")
     for name, style in SPECIMENS.items():
         tiles = specimen_tiles(name, args.images, args.size, args.seed)
-        maps = probabilities(model, tiles, 128, args.tta)
+        maps = probabilities(model, tiles, None if args.native else 128, args.tta)
         truths = [t.mask for t in tiles]
         candidates = {
             "network": maps,
@@ -81,7 +90,8 @@ def main() -> None:
                 f"{score['median_intercept_error']:7.1%}",
                 flush=True,
             )
-    out = args.checkpoint.parent / "edge_fusion_textured.json"
+    name = "edge_fusion_textured" + "_native" * args.native + "_ensemble" * bool(args.ensemble)
+    out = args.checkpoint.parent / f"{name}.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {out}")
 

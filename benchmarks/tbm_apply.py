@@ -1,12 +1,12 @@
 """Score a grain-boundary checkpoint the way a user runs it: ``smalldata apply`` on the real TBM tiles, as is.
 
     python benchmarks/tbm_apply.py CHECKPOINT [CHECKPOINT ...] [--root ../shared/data/grain_boundaries_tbm] [--tta]
-        [--edge-weight 0.5|auto] [--close-boundaries]
+        [--edge-weight 0.5|auto] [--close-boundaries] [--ensemble CHECKPOINT ...]
 
 Each checkpoint segments every tile through the command line (its own preprocessing, whole tiles at their own
 pixel size, argmax; no threshold or scale is tuned; ``--edge-weight`` and ``--close-boundaries`` pass apply's
-options of those names), and the masks are scored against the tiles' true boundaries
-with :func:`score_boundaries` (skeletons, 3 px, Heyn intercepts), pooled over all tiles. Prints one line per
+options of those names; ``--ensemble`` averages each checkpoint with the ones given there), and the masks are
+scored against the tiles' true boundaries with :func:`score_boundaries` (skeletons, 3 px, Heyn intercepts), pooled over all tiles. Prints one line per
 checkpoint and writes ``tbm_apply.json`` beside it.
 """
 
@@ -34,6 +34,7 @@ def main() -> None:
         "--edge-weight", type=edge_weight, default=0.0, help="apply --edge_weight (a share, or auto): the tiles' edges"
     )
     parser.add_argument("--close-boundaries", action="store_true", help="apply --close_boundaries: closed grains")
+    parser.add_argument("--ensemble", type=Path, nargs="+", default=[], help="apply --ensemble: averaged with each")
     args = parser.parse_args()
     with (args.root / "manifest.csv").open() as handle:
         rows = list(csv.DictReader(handle))
@@ -44,7 +45,8 @@ def main() -> None:
             subprocess.run(
                 [sys.executable, "-m", "smalldata_pl", "apply", str(checkpoint), str(args.root / "images"), "--out", out,
                  "--tta", str(args.tta).lower(), "--edge_weight", str(args.edge_weight),
-                 "--close_boundaries", str(args.close_boundaries).lower()],
+                 "--close_boundaries", str(args.close_boundaries).lower(),
+                 *(["--ensemble", *map(str, args.ensemble)] if args.ensemble else [])],
                 check=True, capture_output=True,
             )  # fmt: skip
             seconds = time.perf_counter() - start
@@ -55,6 +57,7 @@ def main() -> None:
             "tta": args.tta,
             "edge_weight": args.edge_weight,
             "close_boundaries": args.close_boundaries,
+            "ensemble": [str(c) for c in args.ensemble],
             "f1": score.f1,
             "precision": score.precision,
             "recall": score.recall,
@@ -62,7 +65,7 @@ def main() -> None:
             "apply_seconds": round(seconds, 1),
         }
         name = "tbm_apply" + "_tta" * args.tta + f"_edges{args.edge_weight}" * (args.edge_weight != 0)
-        name += "_closed" * args.close_boundaries + ".json"
+        name += "_closed" * args.close_boundaries + "_ensemble" * bool(args.ensemble) + ".json"
         (checkpoint.parent / name).write_text(json.dumps(result, indent=2) + "\n")
         print(
             f"{checkpoint}: F1 {score.f1:.3f} (P {score.precision:.3f}, R {score.recall:.3f}), "

@@ -5,7 +5,7 @@
         [--style '{"etch_drift": 0.15}'] [--tta] [--thresholds 0.3 0.4 ...] [--min-fragments 0 10 ...] [--reuse RUN]
         [--train-seed 0] [--frozen-encoder] [--start-from RUN --lr 0.0003] [--class-balance 0.5] [--multiscale]
         [--edge-weights 0 0.25 0.5 0.75 auto] [--default-edge-weight auto] [--teacher-edge-weight auto]
-        [--closure [always]]
+        [--closure [always]] [--edge-input channel|only] [--ensemble RUN ...]
 
 Group 2-fold: the 21 source micrographs (``group``) are split once, seeded, into halves A and B. For fold A->B
 the images of A are the unlabelled adaptation targets (style, scale, calibration, self-training, AdaBN) and the
@@ -47,7 +47,11 @@ last epoch (synthetic validation cannot judge an adaptation to the target); the 
 what the extra epochs alone give. Self-training there pseudo-labels from the first epoch on, without AdaBN, with
 the teacher's views averaged under ``--tta``; ``--class-balance SHARE`` makes its pseudo-labels class-balanced
 (``SelfTraining(class_balance=...)``); ``--teacher-edge-weight`` fuses the teacher's boundary probability with each
-target's own edges (``fuse_edges``) before confidence is judged. Scores come from :func:`score_boundaries`
+target's own edges (``fuse_edges``) before confidence is judged. ``--edge-input`` trains networks that see the
+image's edge map beside the image or instead of it (``MicrographSegmenter(edge_input=...)``); ``--ensemble RUN``
+averages each configuration's probabilities with those of the target-free models the runs RUN trained (their
+``tint_etched`` checkpoints, with the options they were trained with), as ``smalldata apply --ensemble`` does.
+Scores come from :func:`score_boundaries`
 (skeletons, 3 px, Heyn intercepts). Writes ``benchmarks/runs/tbm_sim_to_real/results.json`` (and per-config JSON)
 and prints a table.
 """
@@ -77,6 +81,7 @@ from smalldata_pl.callbacks.adabn import adapt_batch_norm
 from smalldata_pl.datamodules import SegmentationFolder, SyntheticGrainBoundaries
 from smalldata_pl.datasets.folder import MicrographFolderDataset, Record
 from smalldata_pl.inference.boundary_maps import EdgeWeight, close_boundaries, fuse_class_edges, fuse_edges
+from smalldata_pl.inference.ensemble import ModelEnsemble, ensemble
 from smalldata_pl.inference.metallography import drop_boundary_fragments, score_boundaries
 from smalldata_pl.inference.tta import segment
 from smalldata_pl.io.images import read_image
@@ -241,6 +246,7 @@ def train(config: str, fold: Fold | None, args: argparse.Namespace, folder: Path
         in_chans=in_chans, loss="ce+dice", boundary_class=1,
         optimizer=partial(torch.optim.AdamW, lr=args.lr) if args.lr else torch.optim.AdamW,
         init_weights=str(base_checkpoint(args.start_from, base)) if second_stage else None,
+        edge_input=args.edge_input,
     )  # fmt: skip
     earlier = sorted((args.reuse / folder.relative_to(args.out)).glob("*.ckpt")) if args.reuse else []
     if earlier:
@@ -277,10 +283,11 @@ def base_checkpoint(run: Path, style: str) -> Path:
     return found[0]
 
 
-def pipeline_of(model: MicrographSegmenter, size: int | None) -> ImagePipeline:
+def pipeline_of(model: MicrographSegmenter | ModelEnsemble, size: int | None) -> ImagePipeline:
     """The model's evaluation pipeline at ``size``: every DataModule here normalises with the ImageNet statistics
-    for the model's input channels, so the model alone defines it."""
-    in_chans = model.hparams["in_chans"]
+    for the model's input channels, so the model alone defines it (an ensemble's members share them)."""
+    first = model.members[0] if isinstance(model, ModelEnsemble) else model
+    in_chans = first.hparams["in_chans"]
     mean, std = normalization_stats(in_chans)
     return ImagePipeline(in_chans, size, None, mean, std, resize="shortest_side", train=False)
 
@@ -494,6 +501,15 @@ def main() -> None:
         "--class-balance", type=float, help="self-training keeps at least this share of each class (SelfTraining)"
     )
     parser.add_argument("--lr", type=float, help="AdamW learning rate (default: AdamW's 1e-3)")
+    parser.add_argument(
+        "--ensemble", type=Path, nargs="+", default=[], help="runs whose tint_etched models are averaged with each"
+    )
+    parser.add_argument(
+        "--edge-input",
+        default="none",
+        choices=("none", "channel", "only"),
+        help="the network sees the image's edge map as one more channel, or only the edge map (MicrographSegmenter)",
+    )
     args = parser.parse_args()
     if args.start_from and not args.base:
         parser.error("--start-from needs --base: the style whose trained model starts the fits")
@@ -520,6 +536,7 @@ def main() -> None:
     print(header)
     total = time.perf_counter()
     shared: dict[str, tuple[MicrographSegmenter, Any]] = {}
+    ensembles: dict[tuple[str, str], Any] = {}
     for config in args.configs:
         start = time.perf_counter()
         details: dict[str, Any] = {}
@@ -532,6 +549,15 @@ def main() -> None:
                 model, data = train(config, None if target_free else fold, args, args.out / "fits" / config / fold.name)
                 if target_free:
                     shared[key] = (model, data)
+            if args.ensemble:
+                key = (config, fold.name if not target_free else "shared")
+                if key not in ensembles:
+                    others = [
+                        MicrographSegmenter.load_from_checkpoint(base_checkpoint(r, "tint_etched"))
+                        for r in args.ensemble
+                    ]
+                    ensembles[key] = ensemble([model, *(m.eval() for m in others)])
+                model = ensembles[key]
             fold.results[config] = evaluate(config, model, fold, args)
             details[fold.name] = {"base": fold.base, **fold.results[config]["tuned"]}
             if isinstance(getattr(data, "target_scale", None), float):

@@ -42,6 +42,9 @@ class ApplyOptions:
             check either on a few labelled images of your own before trusting it.
         close_boundaries: Grain-boundary segmenters: draw closed grains (marked watershed of the boundary
             probability) instead of cutting it, so gaps do not merge grains and spurs do not add boundary.
+        ensemble: More checkpoints of the same task, classes and preprocessing: the class probabilities of all of
+            them are averaged (a model ensemble, e.g. one recipe trained with other seeds or another
+            ``edge_input``); costs one pass per checkpoint.
     """
 
     checkpoint: str
@@ -57,6 +60,7 @@ class ApplyOptions:
     pixel_size: float | None = None
     edge_weight: EdgeWeight = 0.0
     close_boundaries: bool = False
+    ensemble: list[str] | None = None
 
 
 def expand_inputs(inputs: Sequence[str]) -> list[tuple[Path, str]]:
@@ -102,7 +106,7 @@ def apply_command(argv: Sequence[str]) -> Path:
     # Options the predictor refuses (a temperature for a segmenter, edges without a boundary class) fail here,
     # before the output folder is touched.
     predictor = load_predictor(
-        o.checkpoint,
+        [o.checkpoint, *(o.ensemble or [])],
         o.device,
         o.batch_size,
         tta=o.tta,

@@ -13,19 +13,19 @@ watershed and keeps a dividing line only where the map backs it.
 from typing import Literal
 
 import numpy as np
+import torch
 from scipy.ndimage import distance_transform_edt
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.special import expit, logit
-from skimage.filters import gaussian, sobel, threshold_otsu
 from skimage.measure import label
 from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 from sklearn.isotonic import IsotonicRegression
 
 from smalldata_pl.inference.metallography import connected_regions
+from smalldata_pl.models.edge_input import EDGE_SIGMA, EdgeStrength
 
-EDGE_SIGMA = 1.5  # px of Gaussian smoothing before the gradient: the best grey Sobel/Otsu baseline on real tiles
 # Probabilities enter Bayes' rule clipped to [EPS, 1 - EPS]: neither witness's certainty can veto the other outright.
 EPS = 1e-3
 CALIBRATION_PIXELS = 2**18  # at most this many pixels fit the edge calibration (a regular subsample of larger maps)
@@ -39,7 +39,7 @@ def edge_strength(image: np.ndarray, sigma: float = EDGE_SIGMA) -> np.ndarray:
     Each channel is smoothed and Sobel-filtered and the magnitudes are added in quadrature, so a boundary between
     two grains of equal brightness but different etch colour counts as an edge. Scaling by the Otsu threshold
     makes the map's 0.5 mean "edge" on every image, whatever its contrast, so that it can be mixed with a
-    probability.
+    probability. It is the map an ``edge_input`` segmenter computes in its graph (:class:`EdgeStrength`).
 
     Example:
         >>> image = np.zeros((32, 32, 3))
@@ -55,13 +55,11 @@ def edge_strength(image: np.ndarray, sigma: float = EDGE_SIGMA) -> np.ndarray:
     Returns:
         ``(H, W)`` float32; all zeros for an image without any gradient.
     """
-    image = np.asarray(image, dtype=np.float64)
+    image = np.asarray(image, dtype=np.float32)
     channels = image[..., None] if image.ndim == 2 else image
-    magnitude = np.sqrt(sum(sobel(gaussian(channels[..., c], sigma)) ** 2 for c in range(channels.shape[-1])))
-    if not magnitude.max() > magnitude.min():
-        return np.zeros(image.shape[:2], dtype=np.float32)
-    cut = threshold_otsu(magnitude)
-    return np.clip(magnitude / (2 * cut), 0.0, 1.0).astype(np.float32)
+    with torch.no_grad():
+        strength = EdgeStrength(sigma)(torch.from_numpy(np.ascontiguousarray(channels.transpose(2, 0, 1)))[None])
+    return strength[0, 0].numpy()
 
 
 def fuse_edges(probability: np.ndarray, image: np.ndarray, weight: EdgeWeight, sigma: float = EDGE_SIGMA) -> np.ndarray:

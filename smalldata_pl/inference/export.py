@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import torch
 
-from smalldata_pl.inference.predictor import load_predictor
+from smalldata_pl.inference.predictor import load_task_checkpoint
 from smalldata_pl.tasks.base import TransferModule
 
 log = logging.getLogger(__name__)
@@ -67,8 +67,8 @@ def export_model(checkpoint: str | Path, out: str | Path, format: ExportFormat =
     """
     if format not in SUFFIXES:
         raise ValueError(f"format must be one of {sorted(SUFFIXES)}, got {format!r}")
-    predictor = load_predictor(checkpoint, tta=False)
-    model, preprocessing = predictor.model.eval(), predictor.preprocessing
+    model, preprocessing = load_task_checkpoint(Path(checkpoint))
+    model.eval()
     if model.hparams.get("tta"):
         # The graph is the network on one view; the score the model was validated with averaged several.
         log.warning(

@@ -1,6 +1,7 @@
 """A checkpoint as a function of an image: the preprocessing it was trained with, whole images or tiles."""
 
 import importlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 
 from smalldata_pl.datasets.folder import tile_origins
 from smalldata_pl.inference.boundary_maps import EdgeWeight, check_edge_weight, close_boundaries, fuse_class_edges
+from smalldata_pl.inference.ensemble import ModelEnsemble, ensemble
 from smalldata_pl.inference.tta import segment, view_logits, views_from_invariances
 from smalldata_pl.io.images import read_image, to_unit_float
 from smalldata_pl.models.gradcam import gradcam
@@ -74,7 +76,7 @@ class Predictor:
         >>> predictor.predict("new_micrograph.tif").probabilities  # doctest: +SKIP
 
     Args:
-        model: The trained task module.
+        model: The trained task module, or an ensemble of several (:func:`~smalldata_pl.inference.ensemble.ensemble`).
         preprocessing: The checkpoint's preprocessing record (see :meth:`TransferModule.preprocessing`).
         device: Where to run the model.
         batch_size: Tiles per forward pass.
@@ -97,7 +99,7 @@ class Predictor:
 
     def __init__(
         self,
-        model: TransferModule,
+        model: TransferModule | ModelEnsemble,
         preprocessing: dict[str, Any],
         device: str = "cpu",
         batch_size: int = 8,
@@ -186,10 +188,12 @@ class Predictor:
             pixel_size: Micrometres per pixel of this image, as for :meth:`predict`.
 
         Raises:
-            ValueError: For a segmenter, or a backbone without a spatial feature map.
+            ValueError: For a segmenter or an ensemble, or a backbone without a spatial feature map.
         """
         if self.segmentation:
             raise ValueError("Grad-CAM maps explain classifiers; this model is a segmenter")
+        if isinstance(self.model, ModelEnsemble):
+            raise ValueError("Grad-CAM maps explain one model; explain each checkpoint of the ensemble on its own")
         _, image, native, bar = self._load(source, pixel_size)
         rows, columns = native.shape[:2]
         if target is None:
@@ -282,7 +286,7 @@ class Predictor:
 
 
 def load_predictor(
-    checkpoint: str | Path,
+    checkpoint: str | Path | Sequence[str | Path],
     device: str = "cpu",
     batch_size: int = 8,
     tta: bool | None = None,
@@ -293,12 +297,16 @@ def load_predictor(
 ) -> Predictor:
     """A :class:`Predictor` from a smalldata_pl checkpoint alone: no config or DataModule needed.
 
+    Several checkpoints make an ensemble that averages their class probabilities
+    (:func:`~smalldata_pl.inference.ensemble.ensemble`); they must share their preprocessing record, so that one
+    image tensor suits them all.
+
     Args:
-        checkpoint: A checkpoint of ``smalldata fit``.
+        checkpoint: A checkpoint of ``smalldata fit``, or several.
         device: Where to run the model.
         batch_size: Tiles per forward pass.
         tta: Test-time augmentation over the views the checkpoint's declared invariances allow; ``None`` does
-            what the model was validated with (its ``tta`` setting).
+            what the model was validated with (its ``tta`` setting; an ensemble's first checkpoint's).
         temperature: Divides classification logits before the softmax (a fitted calibration temperature).
         pixel_size: Micrometres per pixel of every image, preferred to the files' metadata.
         edge_weight: Share of the image's own edges in a boundary segmenter's boundary probability, or
@@ -306,9 +314,44 @@ def load_predictor(
         close_boundaries: Close a boundary segmenter's boundaries into grains by marked watershed.
 
     Raises:
+        ValueError: If a checkpoint carries no preprocessing record or is not an image task, or the checkpoints
+            of an ensemble differ in preprocessing, task or classes.
+    """
+    paths = [Path(checkpoint)] if isinstance(checkpoint, str | Path) else [Path(c) for c in checkpoint]
+    loaded = [load_task_checkpoint(path) for path in paths]
+    model: TransferModule | ModelEnsemble = loaded[0][0]
+    preprocessing = loaded[0][1]
+    for path, (_, other) in zip(paths[1:], loaded[1:], strict=True):
+        differing = sorted(k for k in preprocessing.keys() | other.keys() if preprocessing.get(k) != other.get(k))
+        if differing:
+            raise ValueError(
+                f"{path} was trained with other preprocessing than {paths[0]} ({', '.join(differing)} differ); an "
+                "ensemble feeds one image tensor to every model: train its members on the same data settings"
+            )
+    if len(loaded) > 1:
+        model = ensemble([member for member, _ in loaded])
+    if tta is None:
+        # A model validated with TTA (e.g. the probe fitted on every view) is only as good as measured with it.
+        tta = bool(loaded[0][0].hparams.get("tta", False))
+    return Predictor(
+        model,
+        preprocessing,
+        device,
+        batch_size,
+        tta=tta,
+        temperature=temperature,
+        pixel_size=pixel_size,
+        edge_weight=edge_weight,
+        close_boundaries=close_boundaries,
+    )
+
+
+def load_task_checkpoint(path: Path) -> tuple[TransferModule, dict[str, Any]]:
+    """The task module of a checkpoint of ``smalldata fit`` and its preprocessing record.
+
+    Raises:
         ValueError: If the checkpoint carries no preprocessing record or is not an image task.
     """
-    path = Path(checkpoint)
     state = torch.load(path, map_location="cpu", weights_only=True)
     preprocessing = state.get("preprocessing")
     if not preprocessing:
@@ -321,18 +364,4 @@ def load_predictor(
     if not issubclass(task, MicrographClassifier | MicrographSegmenter):
         raise ValueError(f"{path} holds a {class_name}; `apply` takes micrograph classifiers and segmenters")
     # pretrained=False: the checkpoint holds every weight, so no weights file or download is needed to rebuild.
-    model = task.load_from_checkpoint(path, map_location="cpu", pretrained=False)
-    if tta is None:
-        # A model validated with TTA (e.g. the probe fitted on every view) is only as good as measured with it.
-        tta = bool(model.hparams.get("tta", False))
-    return Predictor(
-        model,
-        preprocessing,
-        device,
-        batch_size,
-        tta=tta,
-        temperature=temperature,
-        pixel_size=pixel_size,
-        edge_weight=edge_weight,
-        close_boundaries=close_boundaries,
-    )
+    return task.load_from_checkpoint(path, map_location="cpu", pretrained=False), preprocessing

@@ -1,0 +1,75 @@
+"""Ensembles: several checkpoints applied as one model, their class probabilities averaged."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import write_image, write_segmenter_config
+from PIL import Image
+
+from smalldata_pl.cli import main
+from smalldata_pl.inference import load_predictor
+from smalldata_pl.inference.ensemble import ModelEnsemble, SegmenterEnsemble, ensemble
+from smalldata_pl.tasks import MicrographClassifier, MicrographSegmenter
+
+
+def _segmenter(seed: int, **kwargs: object) -> MicrographSegmenter:
+    torch.manual_seed(seed)
+    return MicrographSegmenter("test_resnet", num_classes=3, boundary_class=2, **kwargs).eval()  # type: ignore[arg-type]
+
+
+def test_the_ensemble_predicts_the_mean_probability_of_its_members():
+    members = [_segmenter(0), _segmenter(1, edge_input="only")]
+    model = ensemble(members)
+    assert isinstance(model, SegmenterEnsemble) and model.boundary_class == 2
+    image = torch.rand(2, 1, 37, 45)
+    with torch.no_grad():
+        expected = torch.stack([m(image).softmax(dim=1) for m in members]).mean(dim=0)
+        torch.testing.assert_close(model(image).softmax(dim=1), expected)
+        torch.testing.assert_close(model.predict_logits(image).softmax(dim=1), expected)
+
+
+def test_an_ensemble_of_classifiers_averages_their_class_probabilities():
+    members = [MicrographClassifier("test_resnet", num_classes=4).eval() for _ in range(3)]
+    model = ensemble(members)
+    assert type(model) is ModelEnsemble and not hasattr(model, "predict_logits")
+    image = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        expected = torch.stack([m(image).softmax(dim=1) for m in members]).mean(dim=0)
+        torch.testing.assert_close(model(image).exp(), expected)
+
+
+def test_ensembles_refuse_members_that_do_not_fit_together():
+    with pytest.raises(ValueError, match="at least two"):
+        ensemble([_segmenter(0)])
+    with pytest.raises(ValueError, match="not both"):
+        ensemble([_segmenter(0), MicrographClassifier("test_resnet", num_classes=3)])
+    other_classes = MicrographSegmenter("test_resnet", num_classes=3, class_names=["a", "b", "c"], boundary_class=2)
+    with pytest.raises(ValueError, match="share their classes"):
+        ensemble([_segmenter(0), other_classes])
+    with pytest.raises(ValueError, match="tile_size"):
+        ensemble([_segmenter(0), _segmenter(1, tile_size=64)])
+
+
+@pytest.mark.slow
+def test_apply_averages_an_ensemble_and_refuses_checkpoints_of_other_preprocessing(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    checkpoints = []
+    for name, options in [("image", {}), ("edges", {"edge_input": "only"})]:
+        main(["fit", "-c", str(write_segmenter_config(tmp_path / f"{name}.yaml", **options))])
+        (last,) = (tmp_path / "lightning_logs").rglob("last.ckpt")
+        checkpoints.append(last.rename(tmp_path / f"{name}.ckpt"))
+    image = write_image(tmp_path / "new" / "tile.png", (np.random.default_rng(0).random((40, 52)) * 255).astype("u1"))
+    main(["apply", str(checkpoints[0]), str(image), "--ensemble", str(checkpoints[1]), "--out", str(tmp_path / "out")])
+    written = np.asarray(Image.open(tmp_path / "out" / "masks" / "tile.png"))
+    predictor = load_predictor(checkpoints)
+    assert isinstance(predictor.model, SegmenterEnsemble)
+    np.testing.assert_array_equal(written, predictor.predict(image).mask)
+    # An ensemble of one model with itself is that model.
+    alone = load_predictor(checkpoints[0]).predict(image).mask
+    np.testing.assert_array_equal(load_predictor([checkpoints[0]] * 2).predict(image).mask, alone)
+    main(["fit", "-c", str(write_segmenter_config(tmp_path / "wide.yaml")), "--data.init_args.image_size=48"])
+    (wider,) = (tmp_path / "lightning_logs").rglob("last.ckpt")
+    with pytest.raises(ValueError, match=r"other preprocessing than .*image\.ckpt \(image_size differ\)"):
+        load_predictor([checkpoints[0], wider])
