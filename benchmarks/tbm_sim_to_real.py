@@ -51,9 +51,8 @@ target's own edges (``fuse_edges``) before confidence is judged. ``--edge-input`
 image's edge map beside the image or instead of it (``MicrographSegmenter(edge_input=...)``); ``--ensemble RUN``
 averages each configuration's probabilities with those of the target-free models the runs RUN trained (their
 ``tint_etched`` checkpoints, with the options they were trained with), as ``smalldata apply --ensemble`` does.
-Scores come from :func:`score_boundaries`
-(skeletons, 3 px, Heyn intercepts). Writes ``benchmarks/runs/tbm_sim_to_real/results.json`` (and per-config JSON)
-and prints a table.
+Scores come from :func:`score_boundaries` (skeletons, 3 px, Heyn intercepts). Writes
+``benchmarks/runs/tbm_sim_to_real/results.json`` (and per-config JSON) and prints a table.
 """
 
 import argparse
@@ -550,14 +549,14 @@ def main() -> None:
                 if target_free:
                     shared[key] = (model, data)
             if args.ensemble:
-                key = (config, fold.name if not target_free else "shared")
-                if key not in ensembles:
+                ensemble_key = (config, fold.name if not target_free else "shared")
+                if ensemble_key not in ensembles:
                     others = [
                         MicrographSegmenter.load_from_checkpoint(base_checkpoint(r, "tint_etched"))
                         for r in args.ensemble
                     ]
-                    ensembles[key] = ensemble([model, *(m.eval() for m in others)])
-                model = ensembles[key]
+                    ensembles[ensemble_key] = ensemble([model, *(m.eval() for m in others)])
+                model = ensembles[ensemble_key]
             fold.results[config] = evaluate(config, model, fold, args)
             details[fold.name] = {"base": fold.base, **fold.results[config]["tuned"]}
             if isinstance(getattr(data, "target_scale", None), float):
