@@ -65,7 +65,7 @@ def main() -> None:
             "apply_seconds": round(seconds, 1),
         }
         name = "tbm_apply" + "_tta" * args.tta + f"_edges{args.edge_weight}" * (args.edge_weight != 0)
-        name += "_closed" * args.close_boundaries + "_ensemble" * bool(args.ensemble) + ".json"
+        name += "_closed" * args.close_boundaries + f"_ensemble{len(args.ensemble) + 1}" * bool(args.ensemble) + ".json"
         (checkpoint.parent / name).write_text(json.dumps(result, indent=2) + "\n")
         print(
             f"{checkpoint}: F1 {score.f1:.3f} (P {score.precision:.3f}, R {score.recall:.3f}), "

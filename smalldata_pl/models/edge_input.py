@@ -42,12 +42,14 @@ class EdgeStrength(nn.Module):
         offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
         gaussian = torch.exp(-0.5 * (offsets / sigma) ** 2)
         self.radius = radius
+        # Both kernels follow from sigma alone: buffers (they move with the model) that checkpoints do not store.
         self.gaussian: torch.Tensor
         self.register_buffer("gaussian", (gaussian / gaussian.sum()).float(), persistent=False)
         smooth, derivative = torch.tensor([1.0, 2.0, 1.0]), torch.tensor([1.0, 0.0, -1.0])
         self.sobel: torch.Tensor
         # Row 0 differentiates along the height, row 1 along the width; the scale cancels in the Otsu scaling.
-        self.register_buffer("sobel", torch.stack([torch.outer(derivative, smooth), torch.outer(smooth, derivative)]))
+        sobel = torch.stack([torch.outer(derivative, smooth), torch.outer(smooth, derivative)])
+        self.register_buffer("sobel", sobel, persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """``[B, 1, H, W]`` edge strength in [0, 1] of ``[B, C, H, W]`` images."""
@@ -101,7 +103,7 @@ def replace_input_conv(model: nn.Module, edge_channels: int, keep_image: bool = 
     name = getattr(model, "pretrained_cfg", {}).get("first_conv")
     conv = model.get_submodule(name) if isinstance(name, str) else None
     if not isinstance(conv, nn.Conv2d) or conv.groups != 1:
-        raise ValueError(f"{type(model).__name__} names no plain first convolution to widen (first_conv={name!r})")
+        raise ValueError(f"{type(model).__name__} names no plain first convolution to replace (first_conv={name!r})")
     assert isinstance(name, str)
     kept = conv.in_channels if keep_image else 0
     wider = nn.Conv2d(
