@@ -144,6 +144,35 @@ def test_preferred_orientation_makes_neighbouring_grains_etch_alike_and_leaves_l
     assert np.concatenate(random).mean() < 0.05 and np.concatenate(textured).mean() > 0.15
 
 
+def test_striations_are_parallel_lines_inside_a_share_of_grains_and_leave_labels_and_other_draws_alone():
+    def render(share: float):
+        style = resolve_style({**QUIET, "colour": True, "striations": share})
+        return render_specimen(np.random.default_rng(5), (128, 128), MORPHOLOGY, style, CLEAN)
+
+    plain, striated, half = render(0.0), render(1.0), render(0.5)
+    assert np.array_equal(plain.instances, striated.instances) and np.array_equal(plain.boundaries, half.boundaries)
+    darkening = 1.0 - striated.image.mean(axis=-1) / plain.image.mean(axis=-1)
+    assert darkening.min() > -1e-6 and darkening.max() > 0.1  # lines only darken
+    interior = ndimage.binary_erosion(~plain.boundaries, iterations=3)
+    grains = [g for g in np.unique(plain.instances[interior]) if (interior & (plain.instances == g)).sum() > 150]
+    rows, cols = np.gradient(ndimage.gaussian_filter(darkening, 0.7))
+    coherence = []
+    for grain in grains:  # structure tensor of the darkening: one dominant direction per grain
+        inside = interior & (plain.instances == grain)
+        tensor = np.array([[np.sum(rows[inside] ** 2), np.sum(rows[inside] * cols[inside])], [0.0, 0.0]])
+        tensor[1] = [tensor[0, 1], np.sum(cols[inside] ** 2)]
+        small, large = np.linalg.eigvalsh(tensor)
+        coherence.append((large - small) / max(large + small, 1e-12))
+    assert len(grains) >= 3 and np.median(coherence) > 0.6
+    touched = [darkening[interior & (plain.instances == g)].max() > 0.05 for g in grains]
+    half_touched = [
+        (1.0 - half.image.mean(axis=-1) / plain.image.mean(axis=-1))[interior & (plain.instances == g)].max() > 0.05
+        for g in grains
+    ]
+    # Nearly every grain at share 1 (the coverage field can leave a small one bare), some of them at share 0.5
+    assert np.mean(touched) > 0.8 and 0 < sum(half_touched) < sum(touched)
+
+
 def test_specimens_are_a_pure_function_of_the_seed_and_flat_is_todays_look():
     renderer = GrainBoundaryRenderer(64, "optical", 2, resolve_style("realistic"))
     first, again, other = (renderer(np.random.default_rng(s), 0) for s in ([0, 5], [0, 5], [0, 6]))

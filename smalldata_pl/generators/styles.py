@@ -40,6 +40,8 @@ class GrainStyle:
         preferred_orientation: Crystallographic texture: the share of grains whose orientation lies near one of
             the specimen's one to three preferred orientations, so neighbouring grains often etch to nearly the
             same colour or grey and their boundary is faint (0 = random orientations).
+        striations: Share of the grains crossed by a family of fine parallel dark lines (slip bands, deformation
+            or etch striations), in a direction, spacing and depth of their own; texture, not boundary.
         colour: Colour (tint) etching: each grain takes a thin-film interference colour set by its orientation,
             and the image has three channels.
         twin_probability: Fraction of grains crossed by an annealing-twin band (not boundary in the mask).
@@ -64,6 +66,7 @@ class GrainStyle:
     etch_drift: float = 0.0
     drift_scale: float = 0.5
     preferred_orientation: float = 0.0
+    striations: float = 0.0
     colour: bool = False
     twin_probability: float = 0.0
     boundary_particles: float = 0.0
@@ -123,6 +126,7 @@ _RANDOMIZED = (
     # Last: samples drawn before these existed keep their factors.
     "etch_drift",
     "preferred_orientation",
+    "striations",
 )
 
 GRAIN_STYLES: dict[str, GrainStyle] = {
