@@ -1,7 +1,7 @@
 """Does mixing in the image's own edges survive a specimen whose edges mislead? Synthetic grains with known truth.
 
     python benchmarks/edge_fusion_textured.py CHECKPOINT [--images 24] [--size 256] [--weight 0.75] [--tta]
-        [--native] [--ensemble CHECKPOINT ...]
+        [--native] [--ensemble CHECKPOINT ...] [--scales 0.75 1.0]
 
 A fixed edge share is chosen where the image's strongest edges are grain boundaries (the colour-etched TBM tiles).
 On another specimen they may be scratches, etch pits or an uneven etch. Real micrographs of such specimens with
@@ -9,7 +9,8 @@ labelled boundaries are not in the repository, so this benchmark renders them: c
 ``tint_etched`` preset draws them, the same with ten times the scratches and etch pits, and the same with strong
 mottle, relief and shading. Each tile's boundary probability comes from the checkpoint (at the benchmark's model
 scale of 128 px, as in ``tbm_sim_to_real.py``, or with ``--native`` at the tiles' own 256 px, as ``smalldata
-apply`` sees them; ``--ensemble`` averages the checkpoint with more, as ``apply --ensemble`` does), and four maps are cut at 0.5 with nothing tuned (a user
+apply`` sees them; ``--ensemble`` averages the checkpoint with more, as ``apply --ensemble`` does; ``--scales`` averages the maps of the tiles zoomed by each factor first, as ``apply
+--scales`` does), and four maps are cut at 0.5 with nothing tuned (a user
 applying a model to a new material has no labels): the network alone, the edges alone, the fixed share
 (``fuse_edges(p, image, WEIGHT)``) and the calibrated fusion (``fuse_edges(p, image, "auto")``). Scores come from
 :func:`score_boundaries` (skeletons, 3 px, Heyn intercepts). The checkpoint was trained on ``tint_etched``
@@ -61,6 +62,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--native", action="store_true", help="the network sees the tiles at their own size")
     parser.add_argument("--ensemble", type=Path, nargs="+", default=[], help="more checkpoints averaged with it")
+    parser.add_argument("--scales", type=float, nargs="+", default=[1.0], help="zoom factors whose maps are averaged")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     # weights_only=False: the benchmark's own checkpoints, whose callback state holds a Path.
@@ -73,7 +75,10 @@ def main() -> None:
     print(f"{'specimen':12s} {'map':14s} {'F1':>6s} {'P':>6s} {'R':>6s} {'err':>7s}")
     for name, style in SPECIMENS.items():
         tiles = specimen_tiles(name, args.images, args.size, args.seed)
-        maps = probabilities(model, tiles, None if args.native else 128, args.tta)
+        side = args.size if args.native else 128
+        sizes = [None if args.native and scale == 1 else round(side * scale) for scale in args.scales]
+        scaled = [probabilities(model, tiles, size, args.tta) for size in sizes]
+        maps = [np.mean(per_tile, axis=0) for per_tile in zip(*scaled, strict=True)]
         truths = [t.mask for t in tiles]
         candidates = {
             "network": maps,
@@ -91,6 +96,7 @@ def main() -> None:
                 flush=True,
             )
     name = "edge_fusion_textured" + "_native" * args.native + "_ensemble" * bool(args.ensemble)
+    name += "_scales" + "_".join(map(str, args.scales)) if args.scales != [1.0] else ""
     out = args.checkpoint.parent / f"{name}.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {out}")

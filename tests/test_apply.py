@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 from conftest import pattern, write_image, write_manifest_config, write_segmenter_config
 from PIL import Image
 
@@ -102,6 +103,23 @@ def test_apply_segmenter_on_images_larger_than_its_crop(tmp_path):
         (row,) = list(csv.DictReader(handle))
     assert float(row["fraction_grain"]) + float(row["fraction_boundary"]) == pytest.approx(1.0, abs=1e-5)
     assert float(row["fraction_boundary"]) == pytest.approx(np.mean(np.asarray(mask) == 1), abs=1e-5)
+    # Multi-scale: the image also seen at 0.6 x (its own windows there too), the command as the Python predictor.
+    # Multi-scale: the image also seen at 0.6 x (its own windows there too), the command as the Python predictor;
+    # with --probabilities the class probabilities its mask was decided from, as a float TIFF stack.
+    main(["apply", str(_last_checkpoint()), str(tmp_path / "big"), "--out", str(tmp_path / "scaled"), "--scales",
+          "[0.6, 1.0]", "--probabilities"])  # fmt: skip
+    scaled = load_predictor(_last_checkpoint(), scales=[0.6, 1.0]).predict(tmp_path / "big" / "large.png")
+    assert scaled.tiles > predictor.predict(tmp_path / "big" / "large.png").tiles
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "scaled" / "masks" / "large.png")), scaled.mask)
+    with tifffile.TiffFile(tmp_path / "scaled" / "probabilities" / "large.tif") as tiff:
+        stack, description = tiff.asarray(), tiff.shaped_metadata[0]
+    assert (
+        stack.dtype == np.float32 and stack.shape == (2, 90, 70) and description["class_names"] == ["grain", "boundary"]
+    )
+    np.testing.assert_allclose(stack.sum(axis=0), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(stack.argmax(axis=0), scaled.mask)
+    with (tmp_path / "scaled" / "areas.csv").open() as handle:
+        assert next(csv.DictReader(handle))["probabilities"] == "probabilities/large.tif"
 
 
 def test_calibrate_command_fits_a_temperature_and_writes_the_evidence(

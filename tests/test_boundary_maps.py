@@ -153,10 +153,14 @@ def test_apply_fuses_the_image_edges_and_closes_the_grains(tmp_path):
     edges = edge_strength(read_image(path))
 
     plain = load_predictor(checkpoint).predict(path).mask
-    only_edges = load_predictor(checkpoint, edge_weight=1.0).predict(path).mask
-    assert plain is not None and only_edges is not None
+    fused = load_predictor(checkpoint, edge_weight=1.0).predict(path)
+    only_edges = fused.mask
+    assert plain is not None and only_edges is not None and fused.probabilities is not None
     # With all the weight on the image's edges the network no longer decides: boundary where the edges are.
     assert np.mean((only_edges == 1) == (edges > 0.5)) > 0.999
+    # The probabilities a prediction carries are those its mask was cut from: the fused ones.
+    np.testing.assert_allclose(fused.probabilities[1], np.clip(edges, 0, 1), atol=1e-6)
+    np.testing.assert_array_equal(fused.probabilities.argmax(axis=0), only_edges)
     assert not np.array_equal(plain, only_edges)
 
     # Calibrated fusion through the command line is the Python API's, image by image.

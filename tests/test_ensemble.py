@@ -1,8 +1,10 @@
 """Ensembles: several checkpoints applied as one model, their class probabilities averaged."""
 
+import warnings
 from pathlib import Path
 
 import numpy as np
+import onnxruntime
 import pytest
 import torch
 from conftest import write_image, write_segmenter_config
@@ -11,12 +13,24 @@ from PIL import Image
 from smalldata_pl.cli import main
 from smalldata_pl.inference import load_predictor
 from smalldata_pl.inference.ensemble import ModelEnsemble, SegmenterEnsemble, ensemble
+from smalldata_pl.inference.export import read_metadata
 from smalldata_pl.tasks import MicrographClassifier, MicrographSegmenter
 
 
 def _segmenter(seed: int, **kwargs: object) -> MicrographSegmenter:
     torch.manual_seed(seed)
     return MicrographSegmenter("test_resnet", num_classes=3, boundary_class=2, **kwargs).eval()  # type: ignore[arg-type]
+
+
+def _run_exported(path: Path, image: torch.Tensor) -> np.ndarray:
+    if path.suffix == ".onnx":
+        session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+        return session.run(["logits"], {"image": image.numpy()})[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated in PyTorch
+        model = torch.jit.load(path)
+    with torch.inference_mode():
+        return model(image).numpy()
 
 
 def test_the_ensemble_predicts_the_mean_probability_of_its_members():
@@ -53,7 +67,9 @@ def test_ensembles_refuse_members_that_do_not_fit_together():
 
 
 @pytest.mark.slow
-def test_apply_averages_an_ensemble_and_refuses_checkpoints_of_other_preprocessing(tmp_path: Path, monkeypatch):
+def test_apply_and_export_average_an_ensemble_and_refuse_checkpoints_of_other_preprocessing(
+    tmp_path: Path, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
     checkpoints = []
     for name, options in [("image", {}), ("edges", {"edge_input": "only"})]:
@@ -66,6 +82,16 @@ def test_apply_averages_an_ensemble_and_refuses_checkpoints_of_other_preprocessi
     predictor = load_predictor(checkpoints)
     assert isinstance(predictor.model, SegmenterEnsemble)
     np.testing.assert_array_equal(written, predictor.predict(image).mask)
+    # Exported as one file (ONNX and TorchScript), the ensemble computes what it computes in PyTorch.
+    for suffix in (".onnx", ".pt"):
+        out = tmp_path / f"ensemble{suffix}"
+        main(["export", str(checkpoints[0]), "--ensemble", str(checkpoints[1]), "--out", str(out)]
+             + ["--format", "torchscript"] * (suffix == ".pt"))  # fmt: skip
+        assert read_metadata(out)["export"]["ensemble"] == ["image.ckpt", "edges.ckpt"]
+        tensor = torch.randn(2, 1, 45, 70)
+        with torch.inference_mode():
+            expected = predictor.model(tensor).numpy()
+        np.testing.assert_allclose(_run_exported(out, tensor), expected, rtol=0, atol=1e-4)
     # An ensemble of one model with itself is that model.
     alone = load_predictor(checkpoints[0]).predict(image).mask
     np.testing.assert_array_equal(load_predictor([checkpoints[0]] * 2).predict(image).mask, alone)

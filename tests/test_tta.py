@@ -143,6 +143,45 @@ def test_segmentation_tta_maps_every_view_back_onto_the_image():
     assert torch.equal(aligned.argmax(dim=1)[0], torch.from_numpy(truth[:20, :20]))
 
 
+class ConvSegmenter(nn.Module):
+    """A fixed 5 x 5 convolution: its answer changes with the zoom of the image."""
+
+    tile_size = None
+    tile_overlap = 0
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(1, 2, 5, padding=2)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.conv(images)
+
+    def predict_logits(self, images: torch.Tensor) -> torch.Tensor:
+        return self(images)
+
+
+def test_multi_scale_segmentation_averages_the_probabilities_of_each_zoom_at_the_image_size():
+    image = np.random.default_rng(2).random((20, 28)).astype(np.float32)
+    model = ConvSegmenter().eval()
+    record = _preprocessing(True, True)
+    plain = Predictor(model, record).predict(image)
+    np.testing.assert_array_equal(Predictor(model, record, scales=(1.0, 1.0)).predict(image).mask, plain.mask)
+    scaled = Predictor(model, record, scales=(0.5, 1.0)).predict(image)
+    tensor = (torch.from_numpy(image) - 0.5)[None, None] / 0.25
+    with torch.no_grad():
+        half = F.interpolate(tensor, (10, 14), mode="bilinear", align_corners=False, antialias=True)
+        back = F.interpolate(model(half).softmax(dim=1), (20, 28), mode="bilinear", align_corners=False)
+        expected = (model(tensor).softmax(dim=1) + back) / 2
+    np.testing.assert_array_equal(scaled.mask, expected.argmax(dim=1)[0].numpy())
+    assert scaled.tiles == 2 and (scaled.mask != plain.mask).any()  # one pass per scale, and it matters
+    for bad in ([], [0.0], [1.0, -0.5]):
+        with pytest.raises(ValueError, match="positive zoom factors"):
+            Predictor(model, record, scales=bad)
+    with pytest.raises(ValueError, match="classifier"):
+        Predictor(PooledClassifier(), {**record, "image_size": 16}, scales=(0.5, 1.0))
+
+
 @pytest.mark.parametrize(
     ("rotation", "mirror", "names", "logged"),
     [

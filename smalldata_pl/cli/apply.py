@@ -45,6 +45,11 @@ class ApplyOptions:
         ensemble: More checkpoints of the same task, classes and preprocessing: the class probabilities of all of
             them are averaged (a model ensemble, e.g. one recipe trained with other seeds or another
             ``edge_input``); costs one pass per checkpoint.
+        scales: Segmenters: zoom factors each image is predicted at (e.g. ``[0.75, 1.0]``), the probabilities
+            averaged at the image's size: a multi-scale test-time augmentation, one pass per scale. Default: once,
+            as it is.
+        probabilities: Segmenters: also write each image's class probabilities (those its mask was decided
+            from) as a float32 TIFF stack, a page per class, to probabilities/ (class names in its description).
     """
 
     checkpoint: str
@@ -61,6 +66,8 @@ class ApplyOptions:
     edge_weight: EdgeWeight = 0.0
     close_boundaries: bool = False
     ensemble: list[str] | None = None
+    scales: list[float] | None = None
+    probabilities: bool = False
 
 
 def expand_inputs(inputs: Sequence[str]) -> list[tuple[Path, str]]:
@@ -114,7 +121,10 @@ def apply_command(argv: Sequence[str]) -> Path:
         pixel_size=o.pixel_size,
         edge_weight=o.edge_weight,
         close_boundaries=o.close_boundaries,
+        scales=o.scales or [1.0],
     )
-    summary = apply_to_images(predictor, images, out, o.labels, o.overwrite, o.explain, list_views=bool(o.tta))
+    summary = apply_to_images(
+        predictor, images, out, o.labels, o.overwrite, o.explain, list_views=bool(o.tta), probabilities=o.probabilities
+    )
     print(summary)
     return out

@@ -58,6 +58,8 @@ class SegmenterEnsemble(ModelEnsemble):
             found = sorted(settings, key=str)
             raise ValueError(f"ensemble members must share boundary_class, tile_size and tile_overlap, got {found}")
         self.boundary_class, self.tile_size, self.tile_overlap = settings.pop()
+        # Each member pads to its own encoder stride; an input off the largest is off every member's (export).
+        self.stride = max(member.stride for member in members)
 
     def predict_logits(self, images: torch.Tensor) -> torch.Tensor:
         """Log of the members' mean probability, each member predicting whole images or windows as configured."""

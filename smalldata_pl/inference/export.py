@@ -3,15 +3,17 @@
 import json
 import logging
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from lightning.pytorch import LightningModule
+from torch import nn
 
-from smalldata_pl.inference.predictor import load_task_checkpoint
-from smalldata_pl.tasks.base import TransferModule
+from smalldata_pl.inference.ensemble import ensemble
+from smalldata_pl.inference.predictor import load_members
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +37,12 @@ class _Inputs:
     shape: list[int | str]
 
 
-def export_model(checkpoint: str | Path, out: str | Path, format: ExportFormat = "onnx") -> Path:
+def export_model(checkpoint: str | Path | Sequence[str | Path], out: str | Path, format: ExportFormat = "onnx") -> Path:
     """Export a classifier or segmenter checkpoint of ``smalldata fit`` to ONNX or TorchScript.
+
+    Several checkpoints (of one task, classes and preprocessing, as ``smalldata apply --ensemble`` takes them)
+    become one file whose logits are the log of the members' mean probability
+    (:class:`~smalldata_pl.inference.ensemble.ModelEnsemble`): its softmax is the ensemble's prediction.
 
     The file maps the normalised image tensor ``image`` ``[N, C, H, W]`` (the training mean/std already applied)
     to ``logits``: ``[N, K]`` for a classifier, ``[N, K, H, W]`` for a segmenter (which pads to its encoder stride
@@ -54,7 +60,8 @@ def export_model(checkpoint: str | Path, out: str | Path, format: ExportFormat =
         >>> read_metadata("model.onnx")["preprocessing"]["class_names"]  # doctest: +SKIP
 
     Args:
-        checkpoint: A checkpoint of ``smalldata fit`` (written with a preprocessing record).
+        checkpoint: A checkpoint of ``smalldata fit`` (written with a preprocessing record), or an ensemble's
+            several.
         out: The file to write.
         format: ``onnx`` (needs the ``export`` extra: onnxscript, onnxruntime) or ``torchscript``.
 
@@ -62,19 +69,22 @@ def export_model(checkpoint: str | Path, out: str | Path, format: ExportFormat =
         The written file.
 
     Raises:
-        ValueError: For an unknown format, or a checkpoint without preprocessing record or of another task.
+        ValueError: For an unknown format, a checkpoint without preprocessing record or of another task, or an
+            ensemble's checkpoints of other preprocessing or classes.
         RuntimeError: If the exported model disagrees with PyTorch by more than :data:`TOLERANCE`.
     """
     if format not in SUFFIXES:
         raise ValueError(f"format must be one of {sorted(SUFFIXES)}, got {format!r}")
-    model, preprocessing = load_task_checkpoint(Path(checkpoint))
+    paths = [Path(checkpoint)] if isinstance(checkpoint, str | Path) else [Path(c) for c in checkpoint]
+    members, preprocessing = load_members(paths)
+    model: nn.Module = members[0] if len(members) == 1 else ensemble(members)
     model.eval()
-    if model.hparams.get("tta"):
+    if members[0].hparams.get("tta"):
         # The graph is the network on one view; the score the model was validated with averaged several.
         log.warning(
             "%s was validated with test-time augmentation; the exported model scores one view: average its softmax "
             "over the views of preprocessing['invariances'] (rotations and/or mirrors) to match it",
-            checkpoint,
+            paths[0],
         )
     inputs = _inputs(model, preprocessing)
     record: dict[str, Any] = {
@@ -82,8 +92,10 @@ def export_model(checkpoint: str | Path, out: str | Path, format: ExportFormat =
         "input": {"name": INPUT_NAME, "shape": inputs.shape, "normalised": True},
         "output": {"name": OUTPUT_NAME, "shape": _output_shape(model, inputs.shape)},
         "torch": torch.__version__.split("+")[0],
-        "checkpoint": Path(checkpoint).name,
+        "checkpoint": paths[0].name,
     }
+    if len(paths) > 1:
+        record["ensemble"] = [path.name for path in paths]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if format == "onnx":
@@ -112,7 +124,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     return {key: json.loads(stored[key]) for key in keys}
 
 
-def _inputs(model: TransferModule, preprocessing: dict[str, Any]) -> _Inputs:
+def _inputs(model: nn.Module, preprocessing: dict[str, Any]) -> _Inputs:
     """Example and check inputs whose sizes differ from each other and are not multiples of the stride.
 
     Sizes that need padding take the segmenter's pad branch while tracing, which is also right for sizes that need
@@ -137,14 +149,15 @@ def _inputs(model: TransferModule, preprocessing: dict[str, Any]) -> _Inputs:
     return _Inputs(example, checks, ["batch", channels, "height", "width"])
 
 
-def _output_shape(model: TransferModule, input_shape: list[int | str]) -> list[int | str]:
-    classes = len(getattr(model, "class_names", []) or []) or int(model.hparams.get("num_classes", 0))
+def _output_shape(model: nn.Module, input_shape: list[int | str]) -> list[int | str]:
+    hparams = getattr(model, "hparams", {})
+    classes = len(getattr(model, "class_names", []) or []) or int(hparams.get("num_classes", 0))
     if hasattr(model, "predict_logits"):  # a segmenter: logits per pixel
         return ["batch", classes, *input_shape[2:]]
     return ["batch", classes]
 
 
-def _check(run: Callable[[torch.Tensor], Any], model: TransferModule, inputs: _Inputs) -> dict[str, Any]:
+def _check(run: Callable[[torch.Tensor], Any], model: nn.Module, inputs: _Inputs) -> dict[str, Any]:
     """Compare the exported model with PyTorch on the check inputs; the largest deviation as an ``export`` record."""
     worst = 0.0
     for image in inputs.checks:
@@ -171,7 +184,7 @@ def _onnx_session(model: str | bytes) -> Any:
 
 
 def _write_onnx(
-    model: TransferModule, inputs: _Inputs, preprocessing: dict[str, Any], record: dict[str, Any], out: Path
+    model: nn.Module, inputs: _Inputs, preprocessing: dict[str, Any], record: dict[str, Any], out: Path
 ) -> None:
     # torch.export's exporter (the default): Dim.DYNAMIC leaves each free axis symbolic without asking the model's
     # shape arithmetic (pad to stride, crop back) to fit a declared range, which it cannot express.
@@ -201,11 +214,13 @@ def _write_onnx(
 
 
 def _write_torchscript(
-    model: TransferModule, inputs: _Inputs, preprocessing: dict[str, Any], record: dict[str, Any], out: Path
+    model: nn.Module, inputs: _Inputs, preprocessing: dict[str, Any], record: dict[str, Any], out: Path
 ) -> None:
     # torch.jit.trace probes every attribute; LightningModule.trainer raises outside a Trainer unless this flag
-    # (what Lightning's own, deprecated to_torchscript sets) is on.
-    model._jit_is_scripting = True
+    # (what Lightning's own, deprecated to_torchscript sets) is on, in every task module an ensemble holds too.
+    for module in model.modules():
+        if isinstance(module, LightningModule):
+            module._jit_is_scripting = True
     with warnings.catch_warnings():
         # TorchScript is deprecated in PyTorch (the caller asked for it); the segmenter's `if pad` is frozen to the
         # traced branch, which _check proves right for other sizes; torchmetrics warns on the probing.

@@ -37,9 +37,12 @@ class Prediction:
     Attributes:
         source: The file, or ``<array>``.
         probabilities: Classification: class probabilities ``[K]``, the mean of the softmax over tiles (tiled
-            models) and test-time augmentation views, after the predictor's temperature.
+            models) and test-time augmentation views, after the predictor's temperature. Segmentation: class
+            probabilities ``[K, H, W]`` (float32) at the mask's size, those the mask was decided from (averaged over
+            views, scales and ensemble members; with the image's edges fused in when ``edge_weight`` is set).
         mask: Segmentation: class index per pixel ``[H, W]`` of the image as read, less any cropped data bar.
-        tiles: How many tiles or windows the image was cut into.
+        tiles: How many tiles or windows the image was cut into (summed over the scales of a multi-scale
+            segmentation).
         logits: Classification: the identity view's logits ``[K]`` before any temperature (the mean over tiles
             for tiled models), what temperature scaling is fitted on.
         views: How many test-time augmentation views were averaged (1 without TTA).
@@ -69,7 +72,9 @@ class Predictor:
     With ``tta`` the probabilities are averaged over the D4 views (quarter turns, flips, transposes) that the
     checkpoint's declared invariances allow: none where both rotation and mirror are forbidden, only the mirrors
     where rotation is, only the quarter turns where mirror is. Segmentation maps each view's logits back with
-    the view's inverse before averaging.
+    the view's inverse before averaging. With several ``scales`` a segmenter also sees the image zoomed by each
+    factor (after any resampling to the training pixel size) and its probabilities, mapped back to one size, are
+    averaged: a multi-scale test-time augmentation.
 
     Example:
         >>> predictor = load_predictor("lightning_logs/run/version_0/checkpoints/last.ckpt")  # doctest: +SKIP
@@ -91,10 +96,13 @@ class Predictor:
             combines the two by Bayes' rule, with no share to set.
         close_boundaries: Boundary segmenters: draw closed grains by marked watershed of the (fused) boundary
             probability (:func:`~smalldata_pl.inference.boundary_maps.close_boundaries`) instead of cutting it.
+        scales: Segmenters: zoom factors the image is predicted at, probabilities averaged; ``(1.0,)`` predicts it
+            once as it is.
 
     Raises:
         ValueError: For a temperature that is not positive, or one given to a segmenter; for ``edge_weight``
-            neither in [0, 1] nor ``"auto"``; for either boundary option with a model that has no boundary class.
+            neither in [0, 1] nor ``"auto"``; for either boundary option with a model that has no boundary class;
+            for scales that are empty or not positive, or given to a classifier.
     """
 
     def __init__(
@@ -108,6 +116,7 @@ class Predictor:
         pixel_size: float | None = None,
         edge_weight: EdgeWeight = 0.0,
         close_boundaries: bool = False,
+        scales: Sequence[float] = (1.0,),
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -143,6 +152,11 @@ class Predictor:
                 "boundary_class (train it with model.init_args.boundary_class set to the boundary class index)"
             )
         self.close_boundaries = close_boundaries
+        self.scales = tuple(float(scale) for scale in scales)
+        if not self.scales or not all(scale > 0 for scale in self.scales):
+            raise ValueError(f"scales must be one or more positive zoom factors, got {list(scales)}")
+        if not self.segmentation and self.scales != (1.0,):
+            raise ValueError("scales zoom a segmenter's input; a classifier resizes to its training image_size")
 
     def predict(self, source: str | Path | np.ndarray, pixel_size: float | None = None) -> Prediction:
         """Predict one image given as a file path or an array (integer or float, ``(H, W)`` or ``(H, W, C)``).
@@ -248,6 +262,31 @@ class Predictor:
 
     def _segment(self, image: np.ndarray, name: str, native: np.ndarray) -> Prediction:
         tensor = self.pipeline(image)["image"][None].to(self.device)
+        height, width = tensor.shape[-2:]
+        windows, maps = 0, []
+        for scale in self.scales:
+            zoomed = tensor
+            if scale != 1:  # antialiased when shrinking, so fine texture does not alias into false edges
+                size = (max(1, round(height * scale)), max(1, round(width * scale)))
+                zoomed = F.interpolate(tensor, size, mode="bilinear", align_corners=False, antialias=scale < 1)
+            count, probabilities = self._segment_tensor(zoomed)
+            if scale != 1:
+                probabilities = F.interpolate(probabilities, (height, width), mode="bilinear", align_corners=False)
+            windows += count
+            maps.append(probabilities)
+        probabilities = torch.stack(maps).mean(dim=0)
+        rows, columns = native.shape[:2]
+        if (height, width) != (rows, columns):  # back from the model's pixel scale to the image's own
+            probabilities = F.interpolate(probabilities, (rows, columns), mode="bilinear", align_corners=False)
+        per_class = probabilities[0].float().cpu().numpy()
+        if self.edge_weight != 0 or self.close_boundaries:  # only set for boundary segmenters (__init__)
+            per_class, mask = self._boundary_mask(per_class, native)
+        else:
+            mask = per_class.argmax(axis=0).astype(np.int64)
+        return Prediction(name, probabilities=per_class, mask=mask, tiles=windows, views=len(self.views))
+
+    def _segment_tensor(self, tensor: torch.Tensor) -> tuple[int, torch.Tensor]:
+        """Windows used and class probabilities of one normalised image tensor, at its own size."""
         model: Any = self.model
         height, width = tensor.shape[-2:]
         # The model's own sliding-window setting, else windows of the training crop for larger images.
@@ -260,29 +299,24 @@ class Predictor:
             def predict(images: torch.Tensor) -> torch.Tensor:
                 return sliding_window(model, images, tile, model.tile_overlap, self.batch_size)
 
-        probabilities = segment(predict, tensor, self.views)
-        rows, columns = native.shape[:2]
-        if (height, width) != (rows, columns):  # back from the model's pixel scale to the image's own
-            probabilities = F.interpolate(probabilities, (rows, columns), mode="bilinear", align_corners=False)
-        per_class = probabilities[0].cpu().numpy()
-        if self.edge_weight != 0 or self.close_boundaries:  # only set for boundary segmenters (__init__)
-            mask = self._boundary_mask(per_class, native)
-        else:
-            mask = per_class.argmax(axis=0).astype(np.int64)
-        return Prediction(name, mask=mask, tiles=windows, views=len(self.views))
+        return windows, segment(predict, tensor, self.views)
 
-    def _boundary_mask(self, probabilities: np.ndarray, native: np.ndarray) -> np.ndarray:
-        """Class mask with the boundary probability fused with the image's edges and, if asked, closed into grains."""
+    def _boundary_mask(self, probabilities: np.ndarray, native: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Class probabilities with the boundary's fused with the image's edges, and the mask decided from them.
+
+        The mask is their argmax, or with ``close_boundaries`` the closed lines as boundary and the likeliest other
+        class elsewhere.
+        """
         boundary = self.boundary_class
         assert boundary is not None
-        scaled = fuse_class_edges(probabilities, native, boundary, self.edge_weight)
-        fused = scaled[boundary].copy()
+        fused = fuse_class_edges(probabilities, native, boundary, self.edge_weight)
         if not self.close_boundaries:
-            return scaled.argmax(axis=0).astype(np.int64)
-        scaled[boundary] = -np.inf  # the closed lines decide the boundary; elsewhere the likeliest other class
-        mask = scaled.argmax(axis=0).astype(np.int64)
-        mask[close_boundaries(fused)] = boundary
-        return mask
+            return fused, fused.argmax(axis=0).astype(np.int64)
+        others = fused.copy()
+        others[boundary] = -np.inf
+        mask = others.argmax(axis=0).astype(np.int64)
+        mask[close_boundaries(fused[boundary])] = boundary
+        return fused, mask
 
 
 def load_predictor(
@@ -294,6 +328,7 @@ def load_predictor(
     pixel_size: float | None = None,
     edge_weight: EdgeWeight = 0.0,
     close_boundaries: bool = False,
+    scales: Sequence[float] = (1.0,),
 ) -> Predictor:
     """A :class:`Predictor` from a smalldata_pl checkpoint alone: no config or DataModule needed.
 
@@ -312,27 +347,17 @@ def load_predictor(
         edge_weight: Share of the image's own edges in a boundary segmenter's boundary probability, or
             ``"auto"`` (see :class:`Predictor`).
         close_boundaries: Close a boundary segmenter's boundaries into grains by marked watershed.
+        scales: Zoom factors a segmenter predicts each image at, probabilities averaged (see :class:`Predictor`).
 
     Raises:
         ValueError: If a checkpoint carries no preprocessing record or is not an image task, or the checkpoints
             of an ensemble differ in preprocessing, task or classes.
     """
-    paths = [Path(checkpoint)] if isinstance(checkpoint, str | Path) else [Path(c) for c in checkpoint]
-    loaded = [load_task_checkpoint(path) for path in paths]
-    model: TransferModule | ModelEnsemble = loaded[0][0]
-    preprocessing = loaded[0][1]
-    for path, (_, other) in zip(paths[1:], loaded[1:], strict=True):
-        differing = sorted(k for k in preprocessing.keys() | other.keys() if preprocessing.get(k) != other.get(k))
-        if differing:
-            raise ValueError(
-                f"{path} was trained with other preprocessing than {paths[0]} ({', '.join(differing)} differ); an "
-                "ensemble feeds one image tensor to every model: train its members on the same data settings"
-            )
-    if len(loaded) > 1:
-        model = ensemble([member for member, _ in loaded])
+    members, preprocessing = load_members(checkpoint)
+    model: TransferModule | ModelEnsemble = members[0] if len(members) == 1 else ensemble(members)
     if tta is None:
         # A model validated with TTA (e.g. the probe fitted on every view) is only as good as measured with it.
-        tta = bool(loaded[0][0].hparams.get("tta", False))
+        tta = bool(members[0].hparams.get("tta", False))
     return Predictor(
         model,
         preprocessing,
@@ -343,7 +368,28 @@ def load_predictor(
         pixel_size=pixel_size,
         edge_weight=edge_weight,
         close_boundaries=close_boundaries,
+        scales=scales,
     )
+
+
+def load_members(checkpoint: str | Path | Sequence[str | Path]) -> tuple[list[TransferModule], dict[str, Any]]:
+    """The task modules of one checkpoint or of an ensemble's several, and their shared preprocessing record.
+
+    Raises:
+        ValueError: If a checkpoint carries no preprocessing record or is not an image task, or the checkpoints
+            differ in preprocessing (the message names both files and the keys that differ).
+    """
+    paths = [Path(checkpoint)] if isinstance(checkpoint, str | Path) else [Path(c) for c in checkpoint]
+    loaded = [load_task_checkpoint(path) for path in paths]
+    preprocessing = loaded[0][1]
+    for path, (_, other) in zip(paths[1:], loaded[1:], strict=True):
+        differing = sorted(k for k in preprocessing.keys() | other.keys() if preprocessing.get(k) != other.get(k))
+        if differing:
+            raise ValueError(
+                f"{path} was trained with other preprocessing than {paths[0]} ({', '.join(differing)} differ); an "
+                "ensemble feeds one image tensor to every model: train its members on the same data settings"
+            )
+    return [model for model, _ in loaded], preprocessing
 
 
 def load_task_checkpoint(path: Path) -> tuple[TransferModule, dict[str, Any]]:

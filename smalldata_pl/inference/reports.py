@@ -21,6 +21,7 @@ from smalldata_pl.io.images import (
     class_palette,
     read_image,
     write_label_image,
+    write_probability_stack,
     write_unit_image,
 )
 from smalldata_pl.io.output_folder import prepare_output
@@ -38,6 +39,7 @@ def apply_to_images(
     overwrite: bool = False,
     explain: bool = False,
     list_views: bool = False,
+    probabilities: bool = False,
 ) -> str:
     """Predict every image and write the reports into ``out``; returns a one-paragraph summary.
 
@@ -50,30 +52,39 @@ def apply_to_images(
         overwrite: Clear a non-empty ``out`` first.
         explain: Write Grad-CAM heat-map overlays of the predicted class to ``explain/`` (classification).
         list_views: Name the predictor's test-time augmentation views in the summary.
+        probabilities: Segmentation: also write each image's class probabilities to ``probabilities/<name>.tif``.
 
     Raises:
-        ValueError: For ``explain`` with a segmenter.
+        ValueError: For ``explain`` with a segmenter, or ``probabilities`` with a classifier.
     """
     if explain and predictor.segmentation:
         raise ValueError("--explain draws Grad-CAM maps of classifiers; this checkpoint is a segmenter")
+    if probabilities and not predictor.segmentation:
+        raise ValueError("--probabilities writes a segmenter's probability maps; predictions.csv has a classifier's")
     prepare_output(out, overwrite, [path for path, _ in images])
     predictions: list[tuple[Prediction, str]] = []
+    areas: list[dict[str, object]] = []
     skipped = []
     for path, name in tqdm(images, desc="apply", unit="image"):
         try:
-            predictions.append((predictor.predict(path), name))
+            prediction = predictor.predict(path)
         except ImageReadError as error:
             log.warning("skipping %s", error)
             skipped.append({"file": str(path), "reason": str(error)})
+            continue
+        if predictor.segmentation:  # written at once: a large image's maps are not all kept, and none is lost
+            areas.append(_write_segmentation(prediction, name, predictor.class_names, out, probabilities))
+        else:
+            predictions.append((prediction, name))
     if skipped:
         write_csv(out / "skipped.csv", skipped, ["file", "reason"])
     if predictor.segmentation:
-        _write_segmentation(predictions, predictor.class_names, out)
+        write_csv(out / "areas.csv", areas)
     else:
         _write_classification(predictions, predictor.class_names, out, labels)
         if explain:
             _write_explanations(predictor, predictions, out)
-    lines = [f"{len(predictions)} image(s) predicted into {out}"]
+    lines = [f"{len(predictions) + len(areas)} image(s) predicted into {out}"]
     if list_views:
         lines.append(f"test-time augmentation over {len(predictor.views)} view(s): {[v.name for v in predictor.views]}")
     if skipped:
@@ -159,22 +170,27 @@ def _write_explanations(predictor: Predictor, predictions: list[tuple[Prediction
         write_unit_image((out / "explain" / name).with_suffix(".png"), heatmap_overlay(image, cam) / 255.0)
 
 
-def _write_segmentation(predictions: list[tuple[Prediction, str]], class_names: list[str], out: Path) -> None:
+def _write_segmentation(
+    prediction: Prediction, name: str, class_names: list[str], out: Path, probabilities: bool
+) -> dict[str, object]:
+    """Mask, overlay and (if asked) probability stack of one image; its row of ``areas.csv``."""
+    assert prediction.mask is not None
     palette = class_palette(len(class_names))
-    rows = []
-    for prediction, name in predictions:
-        assert prediction.mask is not None
-        mask = prediction.mask.astype(np.uint8)
-        target = (out / "masks" / name).with_suffix(".png")
-        write_label_image(target, mask, palette)
-        # The mask leaves out a cropped data bar: the overlay shows the micrograph above it.
-        overlay = _overlay(read_image(prediction.source)[: mask.shape[0]], mask, palette)
-        write_unit_image((out / "overlays" / name).with_suffix(".png"), overlay / 255.0)
-        counts = np.bincount(mask.ravel(), minlength=len(class_names))
-        row: dict[str, object] = {"file": prediction.source, "mask": str(target.relative_to(out))}
-        row.update({f"fraction_{n}": round(float(c) / mask.size, 6) for n, c in zip(class_names, counts, strict=False)})
-        rows.append(row)
-    write_csv(out / "areas.csv", rows)
+    mask = prediction.mask.astype(np.uint8 if len(class_names) <= 256 else np.uint16)
+    target = (out / "masks" / name).with_suffix(".png")
+    write_label_image(target, mask, palette)
+    # The mask leaves out a cropped data bar: the overlay shows the micrograph above it.
+    overlay = _overlay(read_image(prediction.source)[: mask.shape[0]], mask, palette)
+    write_unit_image((out / "overlays" / name).with_suffix(".png"), overlay / 255.0)
+    row: dict[str, object] = {"file": prediction.source, "mask": str(target.relative_to(out))}
+    if probabilities:
+        assert prediction.probabilities is not None
+        stack = (out / "probabilities" / name).with_suffix(".tif")
+        write_probability_stack(stack, prediction.probabilities, class_names)
+        row["probabilities"] = str(stack.relative_to(out))
+    counts = np.bincount(mask.ravel(), minlength=len(class_names))
+    row.update({f"fraction_{n}": round(float(c) / mask.size, 6) for n, c in zip(class_names, counts, strict=False)})
+    return row
 
 
 def _overlay(image: np.ndarray, mask: np.ndarray, palette: np.ndarray) -> np.ndarray:

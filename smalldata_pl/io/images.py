@@ -116,6 +116,22 @@ def write_unit_image(path: Path, image: np.ndarray, bits: int = 8) -> None:
             Image.fromarray((image * 255).round().astype(np.uint8)).save(temporary, format=pil_format(path))
 
 
+def write_probability_stack(path: Path, probabilities: np.ndarray, class_names: list[str]) -> None:
+    """Write per-class probability maps ``[K, H, W]`` atomically as one float32 TIFF, a page per class.
+
+    The class names travel in the file's JSON description (``tifffile.TiffFile(path).shaped_metadata[0]``, key
+    ``class_names``), so the stack reads back without the model; ImageJ and napari open it as a stack.
+
+    Raises:
+        ValueError: If the stack is not ``[K, H, W]`` with one page per class name.
+    """
+    stack = np.asarray(probabilities, dtype=np.float32)
+    if stack.ndim != 3 or len(stack) != len(class_names):
+        raise ValueError(f"{path}: expected probabilities [{len(class_names)}, H, W], got shape {list(stack.shape)}")
+    with atomic_path(path) as temporary:
+        tifffile.imwrite(temporary, stack, metadata={"axes": "CYX", "class_names": list(class_names)})
+
+
 # Distinct colours for class indices 0, 1, 2 …; class 0 (often matrix or grain interior) is black.
 BASE_COLOURS = ((0, 0, 0), (230, 25, 75), (60, 180, 75), (0, 130, 200), (255, 225, 25), (145, 30, 180), (70, 240, 240))
 
