@@ -5,7 +5,7 @@
         [--style '{"etch_drift": 0.15}'] [--tta] [--thresholds 0.3 0.4 ...] [--min-fragments 0 10 ...] [--reuse RUN]
         [--train-seed 0] [--frozen-encoder] [--start-from RUN --lr 0.0003] [--class-balance 0.5] [--multiscale]
         [--edge-weights 0 0.25 0.5 0.75 auto] [--default-edge-weight auto] [--teacher-edge-weight auto]
-        [--closure [always]] [--edge-input channel|only] [--ensemble RUN ...]
+        [--closure [always]] [--edge-input channel|only [--edge-sigmas 1 2 4]] [--ensemble RUN ...]
 
 Group 2-fold: the 21 source micrographs (``group``) are split once, seeded, into halves A and B. For fold A->B
 the images of A are the unlabelled adaptation targets (style, scale, calibration, self-training, AdaBN) and the
@@ -48,7 +48,8 @@ what the extra epochs alone give. Self-training there pseudo-labels from the fir
 the teacher's views averaged under ``--tta``; ``--class-balance SHARE`` makes its pseudo-labels class-balanced
 (``SelfTraining(class_balance=...)``); ``--teacher-edge-weight`` fuses the teacher's boundary probability with each
 target's own edges (``fuse_edges``) before confidence is judged. ``--edge-input`` trains networks that see the
-image's edge map beside the image or instead of it (``MicrographSegmenter(edge_input=...)``); ``--ensemble RUN``
+image's edge map beside the image or instead of it (``MicrographSegmenter(edge_input=...)``; ``--edge-sigmas``: one
+map per smoothing width); ``--ensemble RUN``
 averages each configuration's probabilities with those of the target-free models the runs RUN trained (their
 ``tint_etched`` checkpoints, with the options they were trained with), as ``smalldata apply --ensemble`` does.
 Scores come from :func:`score_boundaries` (skeletons, 3 px, Heyn intercepts). Writes
@@ -246,6 +247,7 @@ def train(config: str, fold: Fold | None, args: argparse.Namespace, folder: Path
         optimizer=partial(torch.optim.AdamW, lr=args.lr) if args.lr else torch.optim.AdamW,
         init_weights=str(base_checkpoint(args.start_from, base)) if second_stage else None,
         edge_input=args.edge_input,
+        edge_sigmas=args.edge_sigmas,
     )  # fmt: skip
     earlier = sorted((args.reuse / folder.relative_to(args.out)).glob("*.ckpt")) if args.reuse else []
     if earlier:
@@ -509,6 +511,7 @@ def main() -> None:
         choices=("none", "channel", "only"),
         help="the network sees the image's edge map as one more channel, or only the edge map (MicrographSegmenter)",
     )
+    parser.add_argument("--edge-sigmas", type=float, nargs="+", help="smoothing widths of the edge maps (px)")
     args = parser.parse_args()
     if args.start_from and not args.base:
         parser.error("--start-from needs --base: the style whose trained model starts the fits")

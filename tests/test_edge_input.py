@@ -14,7 +14,7 @@ from torch import nn
 from smalldata_pl.cli import main
 from smalldata_pl.inference import load_predictor
 from smalldata_pl.inference.export import export_model
-from smalldata_pl.models.edge_input import EdgeStrength, otsu_threshold, replace_input_conv
+from smalldata_pl.models.edge_input import EdgeStack, EdgeStrength, otsu_threshold, replace_input_conv
 from smalldata_pl.tasks import MicrographSegmenter
 
 
@@ -41,6 +41,26 @@ def test_otsu_threshold_matches_scikit_image_and_a_flat_image_has_no_edges():
     expected = [threshold_otsu(row.numpy()) for row in rows]
     np.testing.assert_allclose(otsu_threshold(rows).numpy(), expected, rtol=1e-6)
     assert not EdgeStrength()(torch.full((1, 3, 16, 16), 0.4)).any()
+
+
+def test_an_edge_stack_has_one_map_per_width_and_fine_texture_fades_at_a_wide_one():
+    image = torch.zeros(1, 1, 64, 64)
+    image[..., 32:] = 1.0  # a boundary: a step at column 32
+    image[..., 4:24, :] += 0.3 * (torch.arange(64) % 4 < 2).float()  # striations: 2 px lines, 4 px apart
+    stack = EdgeStack([1.0, 2.0, 4.0])(image)
+    assert stack.shape == (1, 3, 64, 64)
+    for channel, sigma in enumerate([1.0, 2.0, 4.0]):
+        torch.testing.assert_close(stack[:, channel : channel + 1], EdgeStrength(sigma)(image))
+    texture, step = stack[0, :, 8:20, 8:24].mean(dim=(1, 2)), stack[0, :, 40:56, 31:33].mean(dim=(1, 2))
+    assert (step > 0.5).all()  # the boundary is an edge at every width ...
+    assert texture[0] > 0.1 and texture[1:].max() < 0.5 * texture[0]  # ... the striations fade at wider ones
+    with pytest.raises(ValueError, match="positive widths"):
+        EdgeStack([1.0, 0.0])
+    with pytest.raises(ValueError, match="set edge_input"):
+        MicrographSegmenter("test_resnet", edge_sigmas=[1.0, 2.0])
+    model = MicrographSegmenter("test_resnet", in_chans=3, edge_input="only", edge_sigmas=[1.0, 2.0, 4.0])
+    assert model.encoder_input(torch.rand(2, 3, 32, 32)).shape == (2, 3, 32, 32)
+    assert model(torch.rand(2, 3, 37, 45)).shape == (2, 2, 37, 45)
 
 
 @pytest.mark.parametrize("name", ["test_resnet", "test_efficientnet"])

@@ -7,6 +7,8 @@ network can learn on synthetic labels when to trust that edge and when the conte
 a fixed rule mixing the two afterwards.
 """
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -65,6 +67,30 @@ class EdgeStrength(nn.Module):
         # A flat image has no edges: its threshold is 0 and every pixel stays 0.
         scaled = magnitude / (2 * cut.clamp_min(torch.finfo(magnitude.dtype).tiny)).view(count, 1, 1)
         return scaled.clamp(0.0, 1.0).where(cut.view(count, 1, 1) > 0, 0.0)[:, None]
+
+
+class EdgeStack(nn.Module):
+    """Edge maps of ``[B, C, H, W]`` images at several smoothing scales, one channel each (:class:`EdgeStrength`).
+
+    A boundary is an edge at every scale; fine texture (striations, etch pits, noise) is strong at a small sigma
+    and fades at a large one. Several maps let a network tell the two apart by how an edge changes with scale.
+
+    Args:
+        sigmas: Gaussian smoothing of each map in pixels; one sigma gives :class:`EdgeStrength`'s single map.
+
+    Raises:
+        ValueError: Without any sigma, or with one that is not positive.
+    """
+
+    def __init__(self, sigmas: Sequence[float] = (EDGE_SIGMA,)) -> None:
+        super().__init__()
+        if not sigmas or not all(sigma > 0 for sigma in sigmas):
+            raise ValueError(f"edge sigmas must be one or more positive widths in pixels, got {list(sigmas)}")
+        self.maps = nn.ModuleList([EdgeStrength(float(sigma)) for sigma in sigmas])
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``[B, S, H, W]``: one edge map in [0, 1] per sigma."""
+        return torch.cat([edge_map(images) for edge_map in self.maps], dim=1)
 
 
 def otsu_threshold(values: torch.Tensor, bins: int = OTSU_BINS) -> torch.Tensor:

@@ -13,7 +13,7 @@ from typing_extensions import override
 
 from smalldata_pl.io.images import class_palette
 from smalldata_pl.models.backbone import create_backbone
-from smalldata_pl.models.edge_input import EdgeStrength, replace_input_conv
+from smalldata_pl.models.edge_input import EDGE_SIGMA, EdgeStack, replace_input_conv
 from smalldata_pl.models.losses import segmentation_loss
 from smalldata_pl.models.metrics import BoundaryF1, ClassIoU
 from smalldata_pl.models.unet import UNetDecoder, sliding_window
@@ -47,7 +47,8 @@ class MicrographSegmenter(TransferModule):
     pretrained encoder with ``channel`` starts exactly as it was). The edge map looks alike on synthetic and real
     specimens, whatever their contrast and colour, where the image does not: a network trained on synthetic grains
     learns when an edge is a boundary; with ``only`` it sees no colour or brightness at all, only where the edges
-    are (and so is misled where texture inside the grains makes strong edges).
+    are (and so is misled where texture inside the grains makes strong edges). ``edge_sigmas`` gives one edge map
+    per smoothing width instead of one (:class:`EdgeStack`): texture fades at a large width, boundaries do not.
 
     Example:
         >>> model = MicrographSegmenter("test_resnet", num_classes=3)
@@ -71,6 +72,8 @@ class MicrographSegmenter(TransferModule):
         tta: Test-time augmentation in validation, test and predict over the views the invariances allow.
         edge_input: ``none``, ``channel`` (the image's edge map as one more encoder channel) or ``only`` (the edge
             map alone).
+        edge_sigmas: Smoothing widths in pixels of the edge maps ``edge_input`` feeds, one channel each; default
+            one map at 1.5 px.
         **kwargs: Optimizer, scheduler and warm-up options of :class:`TransferModule`.
     """
 
@@ -90,6 +93,7 @@ class MicrographSegmenter(TransferModule):
         tile_overlap: int = 32,
         tta: bool = False,
         edge_input: Literal["none", "channel", "only"] = "none",
+        edge_sigmas: Sequence[float] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -98,11 +102,15 @@ class MicrographSegmenter(TransferModule):
         encoder: Any = create_backbone(backbone, pretrained, in_chans, features_only=True)
         if edge_input not in ("none", "channel", "only"):
             raise ValueError(f"edge_input must be 'none', 'channel' or 'only', got {edge_input!r}")
-        if edge_input != "none":
-            replace_input_conv(encoder, 1, keep_image=edge_input == "channel")
+        if edge_sigmas and edge_input == "none":
+            raise ValueError("edge_sigmas sets the edge maps of edge_input; set edge_input to 'channel' or 'only'")
+        # Built before the stem is touched: bad sigmas fail without side effects.
+        edges = EdgeStack(edge_sigmas or (EDGE_SIGMA,)) if edge_input != "none" else None
+        if edges is not None:
+            replace_input_conv(encoder, len(edges.maps), keep_image=edge_input == "channel")
         self.encoder = encoder
         self.edge_input = edge_input
-        self.edges: Any = EdgeStrength() if edge_input != "none" else None
+        self.edges: Any = edges
         channels = encoder.feature_info.channels()
         self.stride = max(encoder.feature_info.reduction())
         self.decoder: Any = UNetDecoder(channels, decoder_channels)
