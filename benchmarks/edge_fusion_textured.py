@@ -8,14 +8,14 @@ On another specimen they may be scratches, etch pits or an uneven etch. Real mic
 labelled boundaries are not in the repository, so this benchmark renders them: colour-etched grains as the
 ``tint_etched`` preset draws them, the same with ten times the scratches and etch pits, and the same with strong
 mottle, relief and shading. Each tile's boundary probability comes from the checkpoint (at the benchmark's model
-scale of 128 px, as in ``tbm_sim_to_real.py``, or with ``--native`` at the tiles' own 256 px, as ``smalldata
-apply`` sees them; ``--ensemble`` averages the checkpoint with more, as ``apply --ensemble`` does; ``--scales`` averages the maps of the tiles zoomed by each factor first, as ``apply
---scales`` does), and four maps are cut at 0.5 with nothing tuned (a user
-applying a model to a new material has no labels): the network alone, the edges alone, the fixed share
-(``fuse_edges(p, image, WEIGHT)``) and the calibrated fusion (``fuse_edges(p, image, "auto")``). Scores come from
-:func:`score_boundaries` (skeletons, 3 px, Heyn intercepts). The checkpoint was trained on ``tint_etched``
-samples, so its own view of these tiles is better than of real ones: the table measures what the edges add or
-cost, not sim-to-real. Writes ``edge_fusion_textured.json`` beside the checkpoint and prints a table.
+scale of 128 px, as in ``tbm_sim_to_real.py``, or with ``--native`` at the tiles' own 256 px, as ``smalldata apply``
+sees them; ``--ensemble`` averages the checkpoint with more, as ``apply --ensemble`` does; ``--scales`` averages the
+maps of the tiles zoomed by each factor first, as ``apply --scales`` does), and four maps are cut at 0.5 with
+nothing tuned (a user applying a model to a new material has no labels): the network alone, the edges alone, the
+fixed share (``fuse_edges(p, image, WEIGHT)``) and the calibrated fusion (``fuse_edges(p, image, "auto")``). Scores
+come from :func:`score_boundaries` (skeletons, 3 px, Heyn intercepts). The checkpoint was trained on ``tint_etched``
+samples, so its own view of these tiles is better than of real ones: the table measures what the edges add or cost,
+not sim-to-real. Writes ``edge_fusion_textured.json`` beside the checkpoint and prints a table.
 """
 
 import argparse

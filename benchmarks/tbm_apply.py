@@ -3,12 +3,12 @@
     python benchmarks/tbm_apply.py CHECKPOINT [CHECKPOINT ...] [--root ../shared/data/grain_boundaries_tbm] [--tta]
         [--edge-weight 0.5|auto] [--close-boundaries] [--ensemble CHECKPOINT ...] [--scales 0.75 1.0]
 
-Each checkpoint segments every tile through the command line (its own preprocessing, whole tiles at their own
-pixel size, argmax; no threshold or scale is tuned; ``--edge-weight`` and ``--close-boundaries`` pass apply's
-options of those names; ``--ensemble`` averages each checkpoint with the ones given there; ``--scales`` passes
-apply's multi-scale option), and the masks are
-scored against the tiles' true boundaries with :func:`score_boundaries` (skeletons, 3 px, Heyn intercepts), pooled over all tiles. Prints one line per
-checkpoint and writes ``tbm_apply.json`` beside it.
+Each checkpoint segments every tile through the command line (its own preprocessing, whole tiles at their own pixel
+size, argmax; no threshold or scale is tuned; ``--edge-weight`` and ``--close-boundaries`` pass apply's options of
+those names; ``--ensemble`` averages each checkpoint with the ones given there; ``--scales`` passes apply's
+multi-scale option), and the masks are scored against the tiles' true boundaries with :func:`score_boundaries`
+(skeletons, 3 px, Heyn intercepts), pooled over all tiles. Prints one line per checkpoint and writes
+``tbm_apply.json`` beside it.
 """
 
 import argparse

@@ -43,17 +43,16 @@ seeds the network and the synthetic stream; ``--frozen-encoder`` keeps the pretr
 BatchNorm statistics) while a model learns from synthetic labels, so only the decoder and head do (the real-label
 bound always trains every layer). ``--start-from RUN`` makes it a second stage: every synthetic configuration starts
 from the target-free base model RUN trained (``init_weights``), trains ``--epochs`` more at ``--lr`` and keeps its
-last epoch (synthetic validation cannot judge an adaptation to the target); the base style itself then measures
-what the extra epochs alone give. Self-training there pseudo-labels from the first epoch on, without AdaBN, with
-the teacher's views averaged under ``--tta``; ``--class-balance SHARE`` makes its pseudo-labels class-balanced
+last epoch (synthetic validation cannot judge an adaptation to the target); the base style itself then measures what
+the extra epochs alone give. Self-training there pseudo-labels from the first epoch on, without AdaBN, with the
+teacher's views averaged under ``--tta``; ``--class-balance SHARE`` makes its pseudo-labels class-balanced
 (``SelfTraining(class_balance=...)``); ``--teacher-edge-weight`` fuses the teacher's boundary probability with each
 target's own edges (``fuse_edges``) before confidence is judged. ``--edge-input`` trains networks that see the
 image's edge map beside the image or instead of it (``MicrographSegmenter(edge_input=...)``; ``--edge-sigmas``: one
-map per smoothing width); ``--ensemble RUN``
-averages each configuration's probabilities with those of the target-free models the runs RUN trained (their
-``tint_etched`` checkpoints, with the options they were trained with), as ``smalldata apply --ensemble`` does.
-Scores come from :func:`score_boundaries` (skeletons, 3 px, Heyn intercepts). Writes
-``benchmarks/runs/tbm_sim_to_real/results.json`` (and per-config JSON) and prints a table.
+map per smoothing width); ``--ensemble RUN`` averages each configuration's probabilities with those of the
+target-free models the runs RUN trained (their ``tint_etched`` checkpoints, with the options they were trained
+with), as ``smalldata apply --ensemble`` does. Scores come from :func:`score_boundaries` (skeletons, 3 px, Heyn
+intercepts). Writes ``benchmarks/runs/tbm_sim_to_real/results.json`` (and per-config JSON) and prints a table.
 """
 
 import argparse
