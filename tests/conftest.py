@@ -1,6 +1,7 @@
 """Shared fixtures: every test runs in its own folder, offline, with tiny data written at test time."""
 
 import csv
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -132,3 +133,12 @@ def tensorboard_scalars(run_dir: Path) -> dict[str, list[float]]:
             series.setdefault(tag, []).extend(e.value for e in accumulator.Scalars(tag))
         series.update({f"image:{tag}": [] for tag in accumulator.Tags()["images"]})
     return series
+
+
+def run_torchscript(path: Path, image: np.ndarray) -> np.ndarray:
+    """The output of an exported TorchScript file on ``image``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated in PyTorch
+        model = torch.jit.load(path)
+    with torch.inference_mode():
+        return model(torch.from_numpy(image)).numpy()

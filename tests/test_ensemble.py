@@ -1,13 +1,12 @@
 """Ensembles: several checkpoints applied as one model, their class probabilities averaged."""
 
-import warnings
 from pathlib import Path
 
 import numpy as np
 import onnxruntime
 import pytest
 import torch
-from conftest import write_image, write_segmenter_config
+from conftest import run_torchscript, write_image, write_segmenter_config
 from PIL import Image
 
 from smalldata_pl.cli import main
@@ -26,11 +25,7 @@ def _run_exported(path: Path, image: torch.Tensor) -> np.ndarray:
     if path.suffix == ".onnx":
         session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
         return session.run(["logits"], {"image": image.numpy()})[0]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated in PyTorch
-        model = torch.jit.load(path)
-    with torch.inference_mode():
-        return model(image).numpy()
+    return run_torchscript(path, image.numpy())
 
 
 def test_the_ensemble_predicts_the_mean_probability_of_its_members():

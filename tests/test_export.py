@@ -9,7 +9,7 @@ import numpy as np
 import onnxruntime
 import pytest
 import torch
-from conftest import write_segmenter_config
+from conftest import run_torchscript, write_segmenter_config
 
 from smalldata_pl.cli import main
 from smalldata_pl.inference import export as export_module
@@ -50,14 +50,6 @@ def _torch_logits(checkpoint: Path) -> Iterator[tuple[np.ndarray, np.ndarray]]:
             yield image.numpy(), model(image).numpy()
 
 
-def _run_torchscript(path: Path, image: np.ndarray) -> np.ndarray:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated in PyTorch
-        model = torch.jit.load(path)
-    with torch.inference_mode():
-        return model(torch.from_numpy(image)).numpy()
-
-
 def _checkpoint_preprocessing(checkpoint: Path) -> dict:
     return torch.load(checkpoint, map_location="cpu", weights_only=True)["preprocessing"]
 
@@ -92,7 +84,7 @@ def test_onnx_classifier_equals_pytorch_with_any_batch_and_size(classifier_check
 def test_torchscript_classifier_equals_pytorch_and_carries_the_record(classifier_checkpoint, tmp_path):
     out = export_model(classifier_checkpoint, tmp_path / "classifier.pt", "torchscript")
     for image, expected in _torch_logits(classifier_checkpoint):
-        np.testing.assert_allclose(_run_torchscript(out, image), expected, rtol=0, atol=1e-4)
+        np.testing.assert_allclose(run_torchscript(out, image), expected, rtol=0, atol=1e-4)
     files = {"preprocessing.json": "", "export.json": ""}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
@@ -116,7 +108,7 @@ def test_a_model_that_takes_only_its_training_size_is_exported_at_that_size(
     out = export_model(classifier_checkpoint, tmp_path / "fixed.pt", "torchscript")
     assert read_metadata(out)["export"]["input"]["shape"] == ["batch", 1, 48, 48]
     image = np.random.default_rng(0).standard_normal((5, 1, 48, 48)).astype(np.float32)
-    assert _run_torchscript(out, image).shape == (5, 4)
+    assert run_torchscript(out, image).shape == (5, 4)
 
 
 @pytest.mark.slow
@@ -127,7 +119,7 @@ def test_segmenter_exports_equal_pytorch_off_the_stride(segmenter_checkpoint, tm
     for image, expected in _torch_logits(segmenter_checkpoint):
         assert expected.shape == (len(image), 2, *image.shape[2:])
         np.testing.assert_allclose(session.run(["logits"], {"image": image})[0], expected, rtol=0, atol=1e-4)
-        np.testing.assert_allclose(_run_torchscript(torchscript_file, image), expected, rtol=0, atol=1e-4)
+        np.testing.assert_allclose(run_torchscript(torchscript_file, image), expected, rtol=0, atol=1e-4)
     for path in (onnx_file, torchscript_file):
         metadata = read_metadata(path)
         assert metadata["preprocessing"]["class_names"] == ["grain", "boundary"]

@@ -12,8 +12,7 @@ import torch
 from lightning.pytorch import LightningModule
 from torch import nn
 
-from smalldata_pl.inference.ensemble import ensemble
-from smalldata_pl.inference.predictor import load_members
+from smalldata_pl.inference.predictor import load_model
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +74,9 @@ def export_model(checkpoint: str | Path | Sequence[str | Path], out: str | Path,
     """
     if format not in SUFFIXES:
         raise ValueError(f"format must be one of {sorted(SUFFIXES)}, got {format!r}")
-    paths = [Path(checkpoint)] if isinstance(checkpoint, str | Path) else [Path(c) for c in checkpoint]
-    members, preprocessing = load_members(paths)
-    model: nn.Module = members[0] if len(members) == 1 else ensemble(members)
-    model.eval()
-    if members[0].hparams.get("tta"):
+    loaded = load_model(checkpoint)
+    model, preprocessing, paths = loaded.model.eval(), loaded.preprocessing, loaded.paths
+    if loaded.hparams.get("tta"):
         # The graph is the network on one view; the score the model was validated with averaged several.
         log.warning(
             "%s was validated with test-time augmentation; the exported model scores one view: average its softmax "

@@ -1,10 +1,10 @@
 """A checkpoint as a function of an image: the preprocessing it was trained with, whole images or tiles."""
 
 import importlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -353,14 +353,13 @@ def load_predictor(
         ValueError: If a checkpoint carries no preprocessing record or is not an image task, or the checkpoints
             of an ensemble differ in preprocessing, task or classes.
     """
-    members, preprocessing = load_members(checkpoint)
-    model: TransferModule | ModelEnsemble = members[0] if len(members) == 1 else ensemble(members)
+    loaded = load_model(checkpoint)
     if tta is None:
         # A model validated with TTA (e.g. the probe fitted on every view) is only as good as measured with it.
-        tta = bool(members[0].hparams.get("tta", False))
+        tta = bool(loaded.hparams.get("tta", False))
     return Predictor(
-        model,
-        preprocessing,
+        loaded.model,
+        loaded.preprocessing,
         device,
         batch_size,
         tta=tta,
@@ -372,12 +371,28 @@ def load_predictor(
     )
 
 
-def load_members(checkpoint: str | Path | Sequence[str | Path]) -> tuple[list[TransferModule], dict[str, Any]]:
-    """The task modules of one checkpoint or of an ensemble's several, and their shared preprocessing record.
+class LoadedModel(NamedTuple):
+    """A checkpoint's model, or the ensemble of several checkpoints' (:func:`load_model`).
+
+    Attributes:
+        model: The task module, or the :class:`~smalldata_pl.inference.ensemble.ModelEnsemble` of several.
+        preprocessing: The preprocessing record they share.
+        hparams: The first checkpoint's hyperparameters (its ``tta`` setting decides an ensemble's).
+        paths: The checkpoint files, in the order given.
+    """
+
+    model: TransferModule | ModelEnsemble
+    preprocessing: dict[str, Any]
+    hparams: Mapping[str, Any]
+    paths: list[Path]
+
+
+def load_model(checkpoint: str | Path | Sequence[str | Path]) -> LoadedModel:
+    """The model of one checkpoint, or the ensemble of several, with their shared preprocessing record.
 
     Raises:
         ValueError: If a checkpoint carries no preprocessing record or is not an image task, or the checkpoints
-            differ in preprocessing (the message names both files and the keys that differ).
+            differ in preprocessing (the message names both files and the keys that differ), task or classes.
     """
     paths = [Path(checkpoint)] if isinstance(checkpoint, str | Path) else [Path(c) for c in checkpoint]
     loaded = [load_task_checkpoint(path) for path in paths]
@@ -389,7 +404,9 @@ def load_members(checkpoint: str | Path | Sequence[str | Path]) -> tuple[list[Tr
                 f"{path} was trained with other preprocessing than {paths[0]} ({', '.join(differing)} differ); an "
                 "ensemble feeds one image tensor to every model: train its members on the same data settings"
             )
-    return [model for model, _ in loaded], preprocessing
+    members = [model for model, _ in loaded]
+    model = members[0] if len(members) == 1 else ensemble(members)
+    return LoadedModel(model, preprocessing, members[0].hparams, paths)
 
 
 def load_task_checkpoint(path: Path) -> tuple[TransferModule, dict[str, Any]]:

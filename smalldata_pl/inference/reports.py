@@ -64,6 +64,7 @@ def apply_to_images(
     prepare_output(out, overwrite, [path for path, _ in images])
     predictions: list[tuple[Prediction, str]] = []
     areas: list[dict[str, object]] = []
+    palette = class_palette(len(predictor.class_names))
     skipped = []
     for path, name in tqdm(images, desc="apply", unit="image"):
         try:
@@ -73,7 +74,7 @@ def apply_to_images(
             skipped.append({"file": str(path), "reason": str(error)})
             continue
         if predictor.segmentation:  # written at once: a large image's maps are not all kept, and none is lost
-            areas.append(_write_segmentation(prediction, name, predictor.class_names, out, probabilities))
+            areas.append(_write_segmentation(prediction, name, predictor.class_names, palette, out, probabilities))
         else:
             predictions.append((prediction, name))
     if skipped:
@@ -171,11 +172,10 @@ def _write_explanations(predictor: Predictor, predictions: list[tuple[Prediction
 
 
 def _write_segmentation(
-    prediction: Prediction, name: str, class_names: list[str], out: Path, probabilities: bool
+    prediction: Prediction, name: str, class_names: list[str], palette: np.ndarray, out: Path, probabilities: bool
 ) -> dict[str, object]:
     """Mask, overlay and (if asked) probability stack of one image; its row of ``areas.csv``."""
     assert prediction.mask is not None
-    palette = class_palette(len(class_names))
     mask = prediction.mask.astype(np.uint8 if len(class_names) <= 256 else np.uint16)
     target = (out / "masks" / name).with_suffix(".png")
     write_label_image(target, mask, palette)
