@@ -201,6 +201,41 @@ def test_datamodule_style_option_gives_colour_or_grey_and_rejects_unknown_styles
         resolve_style({"preset": "flat", "scratchez": 2})
 
 
+def test_boundary_etched_grains_are_told_apart_by_dark_grooves_not_by_their_grey():
+    def contrasts(preset: str) -> tuple[float, float]:
+        """Spread of the grains' mean grey and the mean darkening of the boundary pixels against the grains."""
+        style = resolve_style({**QUIET, "preset": preset, "shading": 0, "relief": 0, "mottle": 0})
+        micrograph = render_specimen(np.random.default_rng(2), (128, 128), MORPHOLOGY, style, CLEAN)
+        interior = ndimage.binary_erosion(~micrograph.boundaries, iterations=3)
+        means = [
+            micrograph.image[interior & (micrograph.instances == g)].mean()
+            for g in np.unique(micrograph.instances[interior])
+        ]
+        return float(np.std(means)), float(
+            micrograph.image[interior].mean() - micrograph.image[micrograph.boundaries].mean()
+        )
+
+    (realistic_spread, _), (etched_spread, etched_groove) = contrasts("realistic"), contrasts("boundary_etched")
+    assert etched_spread < 0.4 * realistic_spread and etched_groove > 2 * etched_spread
+
+
+def test_a_style_mixture_takes_turns_over_the_samples_with_every_morphology():
+    mixture = SyntheticGrainBoundaries(train_size=16, val_size=2, image_size=32, style=["realistic", "tint_etched"])
+    assert mixture.style == (resolve_style("realistic"), resolve_style("tint_etched"))
+    renderer = mixture.renderer()
+    for style, index in ((0, 0), (0, 3), (1, 4), (1, 7), (0, 8)):
+        alone = GrainBoundaryRenderer(32, "optical", 2, mixture.style[style])
+        mixed, single = renderer(np.random.default_rng(index), index), alone(np.random.default_rng(index), index)
+        assert np.array_equal(mixed[0], single[0]) and np.array_equal(mixed[1], single[1])
+    mixture.setup("fit")
+    assert mixture.train_dataset[5]["image"].shape == (1, 32, 32)  # the colour style in grey, as in_chans says
+    assert SyntheticGrainBoundaries(style=["realistic"]).style == resolve_style("realistic")  # one style is itself
+    with pytest.raises(ValueError, match="at least one style"):
+        SyntheticGrainBoundaries(style=[])
+    with pytest.raises(ValueError, match="unknown grain style 'shiny'"):
+        SyntheticGrainBoundaries(style=["realistic", "shiny"])
+
+
 def _write_real(root: Path, groups: int = 3, per_group: int = 2) -> Path:
     """'Real' images: colour-etched specimens from a style the scored generator does not use."""
     renderer = GrainBoundaryRenderer(64, "optical", 1, resolve_style("tint_etched"))

@@ -16,7 +16,7 @@ from smalldata_pl.generators.grains import GRAIN_MORPHOLOGIES
 from smalldata_pl.generators.imaging import IMAGING_PRESETS, ImagingModel
 from smalldata_pl.generators.precipitates import PHASE_NAMES, PrecipitateParams
 from smalldata_pl.generators.renderers import GrainBoundaryRenderer, GrainClassRenderer, PrecipitateRenderer, Renderer
-from smalldata_pl.generators.styles import resolve_style
+from smalldata_pl.generators.styles import GrainStyle, resolve_styles
 from smalldata_pl.io.images import read_image
 from smalldata_pl.transforms.invariances import LabelInvariances
 from smalldata_pl.transforms.pipeline import ImagePipeline, to_channels
@@ -230,9 +230,11 @@ class SyntheticGrainBoundaries(ProceduralDataModule):
             style draws may be wider or narrower).
         style: Specimen realism: a preset (``flat``, today's straight-edged flat grains and the default so
             existing configs reproduce; ``realistic``, curved boundaries, log-normal sizes, textured grains,
-            scratches, pits, pores, inclusions and twins; ``tint_etched``, the same in interference colours) or a
-            mapping of overrides such as ``{preset: realistic, scratches: 0}``. Colour styles give RGB images,
-            converted to grey by luma when ``in_chans`` is 1.
+            scratches, pits, pores, inclusions and twins; ``tint_etched``, the same in interference colours;
+            ``boundary_etched``, grains of nearly one grey told apart by dark grooves), a mapping of overrides
+            such as ``{preset: realistic, scratches: 0}``, or a list of these: a mixture whose styles take turns
+            over the samples. Colour styles give RGB images, converted to grey by luma when ``in_chans`` is 1 (and
+            grey ones are replicated when it is 3).
         batch_size: Samples per batch.
         **kwargs: Sizes, imaging, augmentation and loader options of :class:`ProceduralDataModule`.
     """
@@ -240,12 +242,18 @@ class SyntheticGrainBoundaries(ProceduralDataModule):
     invariances = LabelInvariances(rotation=True, mirror=True, scale=True, intensity=True, colour=False)
 
     def __init__(
-        self, boundary_width: int = 2, style: str | dict[str, Any] = "flat", batch_size: int = 16, **kwargs: Any
+        self,
+        boundary_width: int = 2,
+        style: str | dict[str, Any] | list[str | dict[str, Any]] = "flat",
+        batch_size: int = 16,
+        **kwargs: Any,
     ) -> None:
         super().__init__(["grain", "boundary"], batch_size=batch_size, **kwargs)
         self.save_hyperparameters()
         self.boundary_width = boundary_width
-        self.style = resolve_style(style)
+        styles = resolve_styles(style)
+        # One style stays a GrainStyle, so its renderer (and every sample) is what it was before mixtures.
+        self.style: GrainStyle | tuple[GrainStyle, ...] = styles[0] if len(styles) == 1 else styles
 
     def renderer(self) -> Renderer:
         return GrainBoundaryRenderer(self.image_size or 128, self.imaging, self.boundary_width, self.style)

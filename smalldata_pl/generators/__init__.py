@@ -10,7 +10,7 @@ from smalldata_pl.generators.grains import (
 )
 from smalldata_pl.generators.imaging import IMAGING_PRESETS, ImagingModel
 from smalldata_pl.generators.specimen import render_specimen
-from smalldata_pl.generators.styles import GRAIN_STYLES, GrainStyle, resolve_style
+from smalldata_pl.generators.styles import GRAIN_STYLES, GrainStyle, resolve_style, resolve_styles
 
 __all__ = [
     "GRAIN_MORPHOLOGIES",
@@ -24,5 +24,6 @@ __all__ = [
     "render_grain_micrograph",
     "render_specimen",
     "resolve_style",
+    "resolve_styles",
     "tessellate",
 ]

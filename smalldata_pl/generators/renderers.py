@@ -39,17 +39,20 @@ class GrainBoundaryRenderer:
 
     The mask is the boundary centre line dilated to ``boundary_width`` pixels whatever groove the style draws,
     so the label width is the DataModule's choice; artefacts and twin bands are never in it. A ``colour`` style
-    gives ``(H, W, 3)`` images (the pipeline converts them to ``in_chans``).
+    gives ``(H, W, 3)`` images (the pipeline converts them to ``in_chans``). A tuple of styles is a mixture: each
+    style draws every morphology equally often (sample ``i`` takes style ``i // morphologies % styles``).
     """
 
     size: int
     imaging: str = "optical"
     boundary_width: int = 1
-    style: GrainStyle = GRAIN_STYLES["flat"]
+    style: GrainStyle | tuple[GrainStyle, ...] = GRAIN_STYLES["flat"]
 
     def __call__(self, rng: np.random.Generator, index: int) -> tuple[np.ndarray, np.ndarray]:
         morphology = GRAIN_MORPHOLOGIES[index % len(GRAIN_MORPHOLOGIES)]
-        micrograph = render_specimen(rng, (self.size, self.size), morphology, self.style, IMAGING_PRESETS[self.imaging])
+        styles = self.style if isinstance(self.style, tuple) else (self.style,)
+        style = styles[index // len(GRAIN_MORPHOLOGIES) % len(styles)]
+        micrograph = render_specimen(rng, (self.size, self.size), morphology, style, IMAGING_PRESETS[self.imaging])
         mask = (
             binary_dilation(micrograph.boundaries, iterations=self.boundary_width - 1)
             if self.boundary_width > 1
