@@ -144,6 +144,8 @@ def run_point(
         "seed": seed,
         "split": split,
         **test_scalars(out / f"{name}_test"),
+        # The last epoch's validation score (the tested checkpoint's): what a user could choose a fine-tune by.
+        "val/miou": final_metrics(out / name, prefix="val/")["val/miou"],
         "fit_seconds": round(fitted, 1),
     }
 
