@@ -2,14 +2,19 @@
 
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 import yaml
+from lightning.pytorch.callbacks import ModelCheckpoint
 from test_cross_validation_segmentation import write_segmentation_manifest
 
 from smalldata_pl.cli import main
 from smalldata_pl.datamodules import SegmentationFolder, SyntheticGrainBoundaries, SyntheticPrecipitates
 from smalldata_pl.generators.precipitates import PHASE_NAMES
+from smalldata_pl.inference.predictor import load_predictor
+from smalldata_pl.models.encoder_export import export_encoder
+from smalldata_pl.tasks import MicrographSegmenter
 
 PHASES = list(PHASE_NAMES)
 
@@ -79,3 +84,26 @@ def test_cli_fit_mixes_synthetic_samples_in_from_yaml(tmp_path: Path) -> None:
     assert checkpoint["global_step"] == 3
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["data"]["init_args"]["mix_in"]["class_path"] == "smalldata_pl.datamodules.SyntheticPrecipitates"
+
+
+def test_a_python_fit_with_paths_and_a_mix_in_writes_a_checkpoint_apply_reads(tmp_path: Path) -> None:
+    """Arguments given from Python (a Path root, a mix_in DataModule, a ModelCheckpoint folder as a Path) must not
+    make the checkpoint unreadable for ``load_predictor``, which loads with ``weights_only=True``."""
+    root = write_segmentation_manifest(tmp_path / "real")
+    data = SegmentationFolder(root, PHASES, num_folds=None, crop_size=24, batch_size=4, mix_in=synthetic())
+    model = MicrographSegmenter("test_resnet", num_classes=3, class_names=PHASES, in_chans=1)
+    folder = tmp_path / "checkpoints"
+    trainer = L.Trainer(
+        max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+        callbacks=[ModelCheckpoint(dirpath=folder)], limit_val_batches=0, default_root_dir=tmp_path,
+    )  # fmt: skip
+    trainer.fit(model, datamodule=data)
+    (checkpoint,) = folder.glob("*.ckpt")
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    assert saved["datamodule_hyper_parameters"]["root"] == str(root)
+    mix_in = saved["datamodule_hyper_parameters"]["mix_in"]
+    assert mix_in["class_path"] == "smalldata_pl.datamodules.procedural.SyntheticPrecipitates"
+    assert mix_in["init_args"]["train_size"] == 5
+    prediction = load_predictor(checkpoint).predict(root / "images" / "im0.png")
+    assert prediction.mask is not None and prediction.mask.shape == (24, 24)
+    assert export_encoder(checkpoint, tmp_path / "encoder.pth") > 0  # smalldata export-encoder reads it too

@@ -15,6 +15,7 @@ from smalldata_pl.inference.boundary_maps import EdgeWeight, check_edge_weight, 
 from smalldata_pl.inference.ensemble import ModelEnsemble, ensemble
 from smalldata_pl.inference.tta import segment, view_logits, views_from_invariances
 from smalldata_pl.io.images import read_image, to_unit_float
+from smalldata_pl.models.checkpoint_files import paths_allowed, read_checkpoint
 from smalldata_pl.models.gradcam import gradcam
 from smalldata_pl.models.unet import sliding_window, window_origins
 from smalldata_pl.tasks.base import TransferModule
@@ -415,7 +416,7 @@ def load_task_checkpoint(path: Path) -> tuple[TransferModule, dict[str, Any]]:
     Raises:
         ValueError: If the checkpoint carries no preprocessing record or is not an image task.
     """
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_checkpoint(path)
     preprocessing = state.get("preprocessing")
     if not preprocessing:
         raise ValueError(
@@ -427,4 +428,5 @@ def load_task_checkpoint(path: Path) -> tuple[TransferModule, dict[str, Any]]:
     if not issubclass(task, MicrographClassifier | MicrographSegmenter):
         raise ValueError(f"{path} holds a {class_name}; `apply` takes micrograph classifiers and segmenters")
     # pretrained=False: the checkpoint holds every weight, so no weights file or download is needed to rebuild.
-    return task.load_from_checkpoint(path, map_location="cpu", pretrained=False), preprocessing
+    with paths_allowed():
+        return task.load_from_checkpoint(path, map_location="cpu", pretrained=False), preprocessing

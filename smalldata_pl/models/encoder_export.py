@@ -4,6 +4,8 @@ from pathlib import Path
 
 import torch
 
+from smalldata_pl.models.checkpoint_files import read_checkpoint
+
 ENCODER_PREFIXES = ("backbone.", "encoder.")
 
 
@@ -13,7 +15,7 @@ def export_encoder(checkpoint: Path, out: Path) -> int:
     Raises:
         ValueError: If the checkpoint holds no ``backbone.`` or ``encoder.`` tensors.
     """
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    state = read_checkpoint(checkpoint)
     state = state.get("state_dict", state)
     for prefix in ENCODER_PREFIXES:
         tensors = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}

@@ -3,9 +3,9 @@
 from collections.abc import Iterable
 from pathlib import Path
 
-import torch
 from torch import nn
 
+from smalldata_pl.models.checkpoint_files import read_checkpoint
 from smalldata_pl.models.weights import WeightLoadReport
 
 
@@ -35,7 +35,7 @@ def load_network_weights(
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"init_weights file {path} does not exist; give a trained checkpoint or null")
-    stored = torch.load(path, map_location="cpu", weights_only=True)
+    stored = read_checkpoint(path)
     weights = stored.get("state_dict", stored) if isinstance(stored, dict) else {}
     prefixes = tuple(f"{name}." for name in submodules)
     target = {k: v for k, v in model.state_dict().items() if k.startswith(prefixes)}

@@ -13,6 +13,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities.types import LRSchedulerConfigType, OptimizerLRSchedulerConfig
 from typing_extensions import override
 
+from smalldata_pl.models.checkpoint_files import plain_hyperparameters
 from smalldata_pl.models.network_weights import load_network_weights
 from smalldata_pl.tasks.optimization import cosine_schedule, named_param_groups, scale_group_lrs
 from smalldata_pl.transforms.views import IDENTITY, View, views_from_invariances
@@ -128,6 +129,10 @@ class TransferModule(LightningModule):
             "python": random.getstate(),
         }
         checkpoint["preprocessing"] = self.preprocessing()
+        # Arguments given from Python (a Path, a mix_in DataModule) would otherwise be pickled as objects.
+        for key in ("hyper_parameters", "datamodule_hyper_parameters"):
+            if isinstance(checkpoint.get(key), dict):
+                checkpoint[key] = plain_hyperparameters(checkpoint[key])
 
     def preprocessing(self) -> dict[str, Any]:
         """What applying this model to a new image needs, taken from the training DataModule.
