@@ -12,7 +12,9 @@ from test_cross_validation_segmentation import write_segmentation_manifest
 from smalldata_pl.cli import main
 from smalldata_pl.datamodules import SegmentationFolder, SyntheticGrainBoundaries, SyntheticPrecipitates
 from smalldata_pl.generators.precipitates import PHASE_NAMES
+from smalldata_pl.generators.styles import resolve_style
 from smalldata_pl.inference.predictor import load_predictor
+from smalldata_pl.models.checkpoint_files import plain_hyperparameters
 from smalldata_pl.models.encoder_export import export_encoder
 from smalldata_pl.tasks import MicrographSegmenter
 
@@ -104,6 +106,7 @@ def test_a_python_fit_with_paths_and_a_mix_in_writes_a_checkpoint_apply_reads(tm
     mix_in = saved["datamodule_hyper_parameters"]["mix_in"]
     assert mix_in["class_path"] == "smalldata_pl.datamodules.procedural.SyntheticPrecipitates"
     assert mix_in["init_args"]["train_size"] == 5
+    assert plain_hyperparameters({"style": resolve_style("realistic")})["style"]["groove_width"] == (0.6, 2.0)
     prediction = load_predictor(checkpoint).predict(root / "images" / "im0.png")
     assert prediction.mask is not None and prediction.mask.shape == (24, 24)
     assert export_encoder(checkpoint, tmp_path / "encoder.pth") > 0  # smalldata export-encoder reads it too

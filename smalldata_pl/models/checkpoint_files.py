@@ -1,6 +1,7 @@
 """Checkpoint files read without running their pickled code, and hyperparameters that stay readable that way."""
 
 import contextlib
+import dataclasses
 import pathlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -33,13 +34,15 @@ def read_checkpoint(path: str | Path) -> Any:
 def plain_hyperparameters(value: Any) -> Any:
     """``value`` with paths as strings and argument objects as the records LightningCLI would write.
 
-    Every object with ``hparams`` (a DataModule given as an argument, e.g. ``mix_in``) becomes its
-    ``{"class_path", "init_args"}`` record. A checkpoint's hyperparameters are pickled; a pickled DataModule cannot
-    be loaded with ``weights_only=True`` (what ``smalldata apply`` does) and a pickled ``PosixPath`` not at all on
-    Windows.
+    A dataclass becomes the mapping of its fields. Every object with ``hparams`` (a DataModule given as an argument,
+    e.g. ``mix_in``) becomes its ``{"class_path", "init_args"}`` record. A checkpoint's hyperparameters are pickled;
+    a pickled DataModule cannot be loaded with ``weights_only=True`` (what ``smalldata apply`` does) and a pickled
+    ``PosixPath`` not at all on Windows.
     """
     if isinstance(value, pathlib.PurePath):
         return str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):  # e.g. a GrainStyle: its fields
+        return plain_hyperparameters(dataclasses.asdict(value))
     if isinstance(value, dict):
         return {key: plain_hyperparameters(item) for key, item in value.items()}
     if isinstance(value, list):
