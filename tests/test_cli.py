@@ -125,6 +125,12 @@ def test_every_config_parses_and_instantiates(config, monkeypatch, tmp_path):
                 np.random.default_rng(i).integers(0, 255, (96, 96, 3), dtype=np.uint8),
             )
         extra.append(f"--data.init_args.target_root={tmp_path / 'target'}")
+    if "root: pseudo" in text:  # the distilled config takes apply's output folder (masks and manifest.csv)
+        rng = np.random.default_rng(0)
+        write_image(tmp_path / "pseudo" / "tile.png", rng.integers(0, 255, (96, 96, 3), dtype=np.uint8))
+        write_image(tmp_path / "pseudo" / "masks" / "tile.png", (rng.random((96, 96)) < 0.2).astype(np.uint8))
+        (tmp_path / "pseudo" / "manifest.csv").write_text("image,mask\ntile.png,masks/tile.png\n")
+        extra.append(f"--data.init_args.root={tmp_path / 'pseudo'}")
     cli = SmallDataCLI(args=["-c", config, "--trainer.logger=false", *extra], run=False)
     written = yaml.safe_load(text)
     model, data = cli.model, cli.datamodule

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import onnxruntime
 import pytest
@@ -10,6 +11,7 @@ from conftest import run_torchscript, write_image, write_segmenter_config
 from PIL import Image
 
 from smalldata_pl.cli import main
+from smalldata_pl.datamodules import SegmentationFolder, SyntheticGrainBoundaries
 from smalldata_pl.inference import load_predictor
 from smalldata_pl.inference.ensemble import ModelEnsemble, SegmenterEnsemble, ensemble
 from smalldata_pl.inference.export import read_metadata
@@ -92,5 +94,34 @@ def test_apply_and_export_average_an_ensemble_and_refuse_checkpoints_of_other_pr
     np.testing.assert_array_equal(load_predictor([checkpoints[0]] * 2).predict(image).mask, alone)
     main(["fit", "-c", str(write_segmenter_config(tmp_path / "wide.yaml")), "--data.init_args.image_size=48"])
     (wider,) = (tmp_path / "lightning_logs").rglob("last.ckpt")
-    with pytest.raises(ValueError, match=r"other preprocessing than .*image\.ckpt \(image_size differ\)"):
+    with pytest.raises(ValueError, match=r"other preprocessing than .*image\.ckpt \(window differ\)"):
         load_predictor([checkpoints[0], wider])
+
+
+def test_a_segmenter_trained_on_real_crops_joins_one_trained_on_synthetic_images_of_the_same_window(tmp_path: Path):
+    """Segmenters apply at the image's own scale: a synthetic model's image_size and a folder model's crop_size of
+    the same side both only set the window, so the two make an ensemble (a distilled student beside its teacher)."""
+    rng = np.random.default_rng(0)
+    rows = ["image,mask"]
+    for index in range(4):
+        mask = np.zeros((40, 40), np.uint8)
+        mask[:, rng.integers(8, 32)] = 1
+        write_image(tmp_path / "real" / f"{index}.png", (rng.random((40, 40)) * 255).astype(np.uint8))
+        write_image(tmp_path / "real" / f"{index}_mask.png", mask)
+        rows.append(f"{index}.png,{index}_mask.png")
+    (tmp_path / "real" / "manifest.csv").write_text("\n".join(rows) + "\n")
+    synthetic = SyntheticGrainBoundaries(train_size=4, val_size=2, image_size=32, batch_size=4)
+    folder = SegmentationFolder(tmp_path / "real", ["grain", "boundary"], num_folds=None, crop_size=32, batch_size=4)
+    checkpoints = []
+    for name, data in (("synthetic", synthetic), ("real", folder)):
+        model = MicrographSegmenter("test_resnet", class_names=["grain", "boundary"], boundary_class=1)
+        trainer = L.Trainer(
+            max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+            enable_checkpointing=False, limit_val_batches=0, default_root_dir=tmp_path,
+        )  # fmt: skip
+        trainer.fit(model, datamodule=data)
+        trainer.save_checkpoint(tmp_path / f"{name}.ckpt")
+        checkpoints.append(tmp_path / f"{name}.ckpt")
+    image = tmp_path / "real" / "0.png"
+    mean = np.mean([load_predictor(c).predict(image).probabilities for c in checkpoints], axis=0)
+    np.testing.assert_allclose(load_predictor(checkpoints).predict(image).probabilities, mean, atol=1e-5)

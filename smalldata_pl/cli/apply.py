@@ -50,6 +50,10 @@ class ApplyOptions:
             as it is.
         probabilities: Segmenters: also write each image's class probabilities (those its mask was decided
             from) as a float32 TIFF stack, a page per class, to probabilities/ (class names in its description).
+        boundary_width: Grain-boundary segmenters: redraw the boundaries along their centre lines at this width of
+            the synthetic labels (1: one pixel; 2, their default: about 3 px), so the masks can be trained on:
+            manifest.csv in the output folder lists every image with its mask, a manifest for SegmentationFolder
+            (``root`` the output folder), as configs/segmentation/grain_boundaries_distilled.yaml uses it.
     """
 
     checkpoint: str
@@ -68,6 +72,7 @@ class ApplyOptions:
     ensemble: list[str] | None = None
     scales: list[float] | None = None
     probabilities: bool = False
+    boundary_width: int | None = None
 
 
 def expand_inputs(inputs: Sequence[str]) -> list[tuple[Path, str]]:
@@ -122,6 +127,7 @@ def apply_command(argv: Sequence[str]) -> Path:
         edge_weight=o.edge_weight,
         close_boundaries=o.close_boundaries,
         scales=o.scales or [1.0],
+        boundary_width=o.boundary_width,
     )
     summary = apply_to_images(
         predictor, images, out, o.labels, o.overwrite, o.explain, list_views=bool(o.tta), probabilities=o.probabilities

@@ -14,12 +14,12 @@ from typing import Literal
 
 import numpy as np
 import torch
-from scipy.ndimage import distance_transform_edt
+from scipy.ndimage import binary_dilation, distance_transform_edt
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.special import expit, logit
 from skimage.measure import label
-from skimage.morphology import h_maxima
+from skimage.morphology import h_maxima, skeletonize
 from skimage.segmentation import watershed
 from sklearn.isotonic import IsotonicRegression
 
@@ -163,6 +163,30 @@ def calibrated_edges(probability: np.ndarray, image: np.ndarray, sigma: float = 
     fit = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
     fit.fit(strength[::step], target[::step])
     return fit.predict(strength).reshape(np.shape(probability))
+
+
+def thin_boundaries(mask: np.ndarray, probabilities: np.ndarray, boundary: int, width: int) -> np.ndarray:
+    """``mask`` with its boundary class redrawn along its centre lines at the width ``SyntheticGrainBoundaries`` draws.
+
+    The boundary's one-pixel skeleton is dilated ``width - 1`` times by one pixel, as the synthetic labels' centre
+    lines are for their ``boundary_width`` (1: the skeleton; 2: about 3 px across); a pixel it leaves takes its
+    likeliest other class. Labels of one width are what training needs: a network draws its boundaries several
+    pixels wide, and a student trained on them beside synthetic labels would be told two widths.
+
+    Args:
+        mask: Class index per pixel ``[H, W]``.
+        probabilities: Class probabilities ``[K, H, W]`` the mask was decided from.
+        boundary: The boundary class index.
+        width: The ``boundary_width`` to draw, at least 1.
+    """
+    lines = skeletonize(mask == boundary)
+    if width > 1:
+        lines = binary_dilation(lines, iterations=width - 1)
+    others = probabilities.copy()
+    others[boundary] = -np.inf
+    thinned = others.argmax(axis=0).astype(mask.dtype)
+    thinned[lines] = boundary
+    return thinned
 
 
 def close_boundaries(

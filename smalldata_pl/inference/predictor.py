@@ -11,7 +11,13 @@ import torch
 import torch.nn.functional as F
 
 from smalldata_pl.datasets.folder import tile_origins
-from smalldata_pl.inference.boundary_maps import EdgeWeight, check_edge_weight, close_boundaries, fuse_class_edges
+from smalldata_pl.inference.boundary_maps import (
+    EdgeWeight,
+    check_edge_weight,
+    close_boundaries,
+    fuse_class_edges,
+    thin_boundaries,
+)
 from smalldata_pl.inference.ensemble import ModelEnsemble, ensemble
 from smalldata_pl.inference.tta import segment, view_logits, views_from_invariances
 from smalldata_pl.io.images import read_image, to_unit_float
@@ -99,6 +105,10 @@ class Predictor:
             probability (:func:`~smalldata_pl.inference.boundary_maps.close_boundaries`) instead of cutting it.
         scales: Segmenters: zoom factors the image is predicted at, probabilities averaged; ``(1.0,)`` predicts it
             once as it is.
+        boundary_width: Boundary segmenters: redraw the decided boundaries along their centre lines at this
+            ``boundary_width`` of the synthetic labels (1: one pixel; 2: about 3 px;
+            :func:`~smalldata_pl.inference.boundary_maps.thin_boundaries`), e.g. to train on the masks as labels;
+            ``None`` keeps them as decided.
 
     Raises:
         ValueError: For a temperature that is not positive, or one given to a segmenter; for ``edge_weight``
@@ -118,6 +128,7 @@ class Predictor:
         edge_weight: EdgeWeight = 0.0,
         close_boundaries: bool = False,
         scales: Sequence[float] = (1.0,),
+        boundary_width: int | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -153,6 +164,12 @@ class Predictor:
                 "boundary_class (train it with model.init_args.boundary_class set to the boundary class index)"
             )
         self.close_boundaries = close_boundaries
+        if boundary_width is not None and (boundary_width < 1 or self.boundary_class is None):
+            raise ValueError(
+                f"boundary_width redraws a boundary segmenter's boundaries at least 1 px wide; got {boundary_width} "
+                + ("for a model with no boundary_class" if self.boundary_class is None else "")
+            )
+        self.boundary_width = boundary_width
         self.scales = tuple(float(scale) for scale in scales)
         if not self.scales or not all(scale > 0 for scale in self.scales):
             raise ValueError(f"scales must be one or more positive zoom factors, got {list(scales)}")
@@ -284,6 +301,9 @@ class Predictor:
             per_class, mask = self._boundary_mask(per_class, native)
         else:
             mask = per_class.argmax(axis=0).astype(np.int64)
+        if self.boundary_width is not None:  # only set for boundary segmenters (__init__)
+            assert self.boundary_class is not None
+            mask = thin_boundaries(mask, per_class, self.boundary_class, self.boundary_width)
         return Prediction(name, probabilities=per_class, mask=mask, tiles=windows, views=len(self.views))
 
     def _segment_tensor(self, tensor: torch.Tensor) -> tuple[int, torch.Tensor]:
@@ -330,6 +350,7 @@ def load_predictor(
     edge_weight: EdgeWeight = 0.0,
     close_boundaries: bool = False,
     scales: Sequence[float] = (1.0,),
+    boundary_width: int | None = None,
 ) -> Predictor:
     """A :class:`Predictor` from a smalldata_pl checkpoint alone: no config or DataModule needed.
 
@@ -349,6 +370,7 @@ def load_predictor(
             ``"auto"`` (see :class:`Predictor`).
         close_boundaries: Close a boundary segmenter's boundaries into grains by marked watershed.
         scales: Zoom factors a segmenter predicts each image at, probabilities averaged (see :class:`Predictor`).
+        boundary_width: Redraw a boundary segmenter's boundaries at this width (see :class:`Predictor`).
 
     Raises:
         ValueError: If a checkpoint carries no preprocessing record or is not an image task, or the checkpoints
@@ -369,6 +391,7 @@ def load_predictor(
         edge_weight=edge_weight,
         close_boundaries=close_boundaries,
         scales=scales,
+        boundary_width=boundary_width,
     )
 
 
@@ -398,8 +421,10 @@ def load_model(checkpoint: str | Path | Sequence[str | Path]) -> LoadedModel:
     paths = [Path(checkpoint)] if isinstance(checkpoint, str | Path) else [Path(c) for c in checkpoint]
     loaded = [load_task_checkpoint(path) for path in paths]
     preprocessing = loaded[0][1]
-    for path, (_, other) in zip(paths[1:], loaded[1:], strict=True):
-        differing = sorted(k for k in preprocessing.keys() | other.keys() if preprocessing.get(k) != other.get(k))
+    first = _as_applied(preprocessing)
+    for path, (_, record) in zip(paths[1:], loaded[1:], strict=True):
+        other = _as_applied(record)
+        differing = sorted(k for k in first.keys() | other.keys() if first.get(k) != other.get(k))
         if differing:
             raise ValueError(
                 f"{path} was trained with other preprocessing than {paths[0]} ({', '.join(differing)} differ); an "
@@ -408,6 +433,19 @@ def load_model(checkpoint: str | Path | Sequence[str | Path]) -> LoadedModel:
     members = [model for model, _ in loaded]
     model = members[0] if len(members) == 1 else ensemble(members)
     return LoadedModel(model, preprocessing, members[0].hparams, paths)
+
+
+def _as_applied(record: dict[str, Any]) -> dict[str, Any]:
+    """What applying a model does with the image, from its preprocessing record.
+
+    A segmenter sees images at their own pixel scale, so its training ``image_size``, ``crop_size`` and ``resize``
+    only set the windows it slides (``window``): a model trained on synthetic images and one trained on crops of
+    real ones apply alike when their windows agree.
+    """
+    if not record.get("task", "").endswith(".MicrographSegmenter"):
+        return record
+    applied = {k: v for k, v in record.items() if k not in ("image_size", "crop_size", "resize")}
+    return {**applied, "window": record.get("crop_size") or record.get("image_size")}
 
 
 def load_task_checkpoint(path: Path) -> tuple[TransferModule, dict[str, Any]]:

@@ -81,6 +81,9 @@ def apply_to_images(
         write_csv(out / "skipped.csv", skipped, ["file", "reason"])
     if predictor.segmentation:
         write_csv(out / "areas.csv", areas)
+        # A manifest of the images and their masks (paths absolute and relative to ``out``): the masks as labels.
+        labels_manifest = [{"image": str(Path(str(row["file"])).resolve()), "mask": row["mask"]} for row in areas]
+        write_csv(out / "manifest.csv", labels_manifest, ["image", "mask"])
     else:
         _write_classification(predictions, predictor.class_names, out, labels)
         if explain:

@@ -1,0 +1,169 @@
+"""Distil the TBM ensemble into its own members on unlabelled real tiles, scored on the half they never saw.
+
+    python benchmarks/tbm_distil.py CHANNEL_CKPT ONLY_CKPT [--halves benchmarks/runs/tbm_edge_input_60]
+        [--epochs 15] [--lr 3e-4] [--crops 3] [--out benchmarks/runs/tbm_distil]
+
+The teacher is what ``smalldata apply`` runs best on the TBM tiles with no label: the ``edge_input: channel`` and
+``only`` networks averaged (``--ensemble``), with 8-view TTA and the zooms 0.75 and 1 (``--scales``). For each
+direction of the group 2-fold of ``tbm_sim_to_real.py`` (its ``labels_A.csv`` / ``labels_B.csv``, whose masks are
+never read here except to score), the teacher segments the tuning half's tiles (36 and 44); its masks are the labels of a
+second stage (thinned to the synthetic labels' 2 px) that fine-tunes each member from its own checkpoint on random
+crops of those tiles (``SegmentationFolder`` at native scale, ``micrograph`` augmentation) with fresh synthetic
+``tint_etched`` images mixed into every epoch (``mix_in``: the synthetic truth keeps anchoring what a boundary is
+while the real crops show the real texture). The two students are then averaged as the teacher was and segment the
+*other* half; the teacher segments it too, and so do teacher and students averaged, four members (``both``, added
+after the students' seed-0 scores had been seen). Both halves pooled, every tile is scored once by students whose
+teacher never saw it, against the teacher on the same tiles (``score_boundaries``: skeletons, 3 px, Heyn
+intercepts). Every other setting was fixed before the first score. Writes ``results.json`` under ``--out``.
+
+This is what a user can do with the framework's commands alone: ``smalldata apply`` with the ensemble writes the
+masks, and ``smalldata fit`` with a ``SegmentationFolder`` on them, ``mix_in`` and ``init_weights`` trains a student.
+"""
+
+import argparse
+import csv
+import json
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from PIL import Image
+from scipy.ndimage import binary_dilation
+from skimage.morphology import skeletonize
+
+from smalldata_pl.datamodules import SegmentationFolder, SyntheticGrainBoundaries
+from smalldata_pl.inference.measurements import read_label_mask
+from smalldata_pl.inference.metallography import score_boundaries
+from smalldata_pl.inference.predictor import load_predictor
+from smalldata_pl.tasks import MicrographSegmenter
+
+SCALES = (0.75, 1.0)
+BOUNDARY_WIDTH = 2  # SyntheticGrainBoundaries' default, which the members were trained with
+
+
+def read_half(halves: Path, name: str) -> list[dict[str, str]]:
+    with (halves / f"labels_{name}.csv").open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def segment(checkpoints: list[Path], rows: list[dict[str, str]], root: Path) -> list[np.ndarray]:
+    """Class masks of the rows' images, as ``smalldata apply --tta true --scales [0.75,1.0] --ensemble`` makes them."""
+    predictor = load_predictor(checkpoints, tta=True, scales=SCALES)
+    return [predictor.predict(root / row["image"]).mask for row in rows]
+
+
+def write_pseudo_labels(rows: list[dict[str, str]], masks: list[np.ndarray], root: Path, out: Path) -> None:
+    """The teacher's boundaries as PNG labels and a manifest ``image,mask,group`` with absolute paths.
+
+    The teacher's boundaries are several pixels wide; the synthetic labels beside them are the centre line
+    dilated to 2 px (``SyntheticGrainBoundaries``' ``boundary_width``), so the teacher's are thinned to their
+    skeleton and dilated the same way: both sources then say the same thing about how wide a boundary is.
+    """
+    (out / "masks").mkdir(parents=True, exist_ok=True)
+    written = []
+    for row, mask in zip(rows, masks, strict=True):
+        path = out / "masks" / Path(row["image"]).name
+        label = binary_dilation(skeletonize(mask == 1), iterations=BOUNDARY_WIDTH - 1)
+        Image.fromarray(label.astype(np.uint8)).save(path)
+        written.append(
+            {"image": str((root / row["image"]).resolve()), "mask": str(path.resolve()), "group": row["group"]}
+        )
+    with (out / "pseudo_labels.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["image", "mask", "group"])
+        writer.writeheader()
+        writer.writerows(written)
+
+
+def fit_student(checkpoint: Path, manifest: Path, root: Path, args: argparse.Namespace, folder: Path) -> Path:
+    """Fine-tune the member ``checkpoint`` on the pseudo-labelled crops with synthetic images mixed in (a student
+    already in ``folder`` is reused, so an interrupted run resumes)."""
+    path = folder / "student.ckpt"
+    if path.is_file():
+        return path
+    L.seed_everything(args.seed, workers=True)
+    synthetic = SyntheticGrainBoundaries(
+        train_size=128, val_size=1, image_size=args.crop, imaging="optical", fresh_each_epoch=True, batch_size=8,
+        in_chans=3, style="tint_etched", seed=args.seed,
+    )  # fmt: skip
+    data = SegmentationFolder(
+        root=root, class_names=["grain", "boundary"], manifest=manifest, crop_size=args.crop, num_folds=None,
+        crops_per_image=args.crops, batch_size=8, in_chans=3, augmentation="micrograph", seed=args.seed,
+        mix_in=synthetic,
+    )  # fmt: skip
+    # weights_only=False: the benchmark's own checkpoints, whose callback state holds a Path. pretrained=False: the
+    # checkpoint holds every weight.
+    model = MicrographSegmenter.load_from_checkpoint(
+        checkpoint, map_location="cpu", weights_only=False, pretrained=False,
+        optimizer=partial(torch.optim.AdamW, lr=args.lr),
+    )  # fmt: skip
+    trainer = L.Trainer(
+        max_epochs=args.epochs, accelerator="cpu", logger=False, enable_progress_bar=False,
+        enable_model_summary=False, enable_checkpointing=False, default_root_dir=folder, limit_val_batches=0,
+    )  # fmt: skip
+    trainer.fit(model, datamodule=data)
+    trainer.save_checkpoint(path)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("channel", type=Path, help="the edge_input: channel member")
+    parser.add_argument("only", type=Path, help="the edge_input: only member")
+    parser.add_argument("--root", type=Path, default=Path("../shared/data/grain_boundaries_tbm"))
+    parser.add_argument("--halves", type=Path, default=Path("benchmarks/runs/tbm_edge_input_60"))
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--crops", type=int, default=3, help="random crops of each pseudo-labelled tile per epoch")
+    parser.add_argument("--crop", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/runs/tbm_distil"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    root = args.root.resolve()
+    halves = {name: read_half(args.halves, name) for name in ("A", "B")}
+    results: dict[str, Any] = {"settings": {k: str(v) for k, v in vars(args).items()}, "folds": {}}
+    predicted: dict[str, list[np.ndarray]] = {"teacher": [], "students": [], "both": []}
+    truth: list[np.ndarray] = []
+    for tune, evaluate in (("A", "B"), ("B", "A")):
+        folder = args.out / f"{tune}_to_{evaluate}"
+        start = time.perf_counter()
+        manifest = folder / "pseudo_labels.csv"
+        if not manifest.is_file():
+            write_pseudo_labels(halves[tune], segment([args.channel, args.only], halves[tune], root), root, folder)
+        timings = {"teacher_labels_s": round(time.perf_counter() - start, 1)}
+        students = []
+        for name, checkpoint in (("channel", args.channel), ("only", args.only)):
+            start = time.perf_counter()
+            students.append(fit_student(checkpoint, manifest, root, args, folder / name))
+            timings[f"fit_{name}_s"] = round(time.perf_counter() - start, 1)
+        rows = halves[evaluate]
+        truth += [read_label_mask(root / row["mask"]) > 0 for row in rows]
+        fold_truth = truth[-len(rows) :]
+        fold: dict[str, Any] = {"timings": timings}
+        teacher = [args.channel, args.only]
+        for name, checkpoints in (("teacher", teacher), ("students", students), ("both", [*teacher, *students])):
+            masks = [mask == 1 for mask in segment(checkpoints, rows, root)]
+            predicted[name] += masks
+            score = score_boundaries(masks, fold_truth)
+            fold[name] = {"f1": score.f1, "precision": score.precision, "recall": score.recall,
+                          "median_intercept_error": score.median_intercept_error}  # fmt: skip
+            print(f"{tune}->{evaluate} {name:9s} F1 {score.f1:.3f} (P {score.precision:.3f}, R {score.recall:.3f}), "
+                  f"error {score.median_intercept_error:.1%}", flush=True)  # fmt: skip
+        results["folds"][f"{tune}_to_{evaluate}"] = fold
+    for name, masks in predicted.items():
+        score = score_boundaries(masks, truth)
+        results[name] = {"f1": score.f1, "precision": score.precision, "recall": score.recall,
+                         "median_intercept_error": score.median_intercept_error}  # fmt: skip
+        print(f"pooled {name:9s} F1 {score.f1:.3f} (P {score.precision:.3f}, R {score.recall:.3f}), "
+              f"error {score.median_intercept_error:.1%}")  # fmt: skip
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""Pseudo-labels from apply (boundaries redrawn at one width) and a student trained on them with the shipped config."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import write_image, write_segmenter_config
+from PIL import Image
+
+from smalldata_pl.cli import main
+from smalldata_pl.datasets.folder import read_manifest
+from smalldata_pl.generators.renderers import GrainBoundaryRenderer
+from smalldata_pl.generators.styles import resolve_style
+from smalldata_pl.inference import load_predictor
+from smalldata_pl.inference.boundary_maps import thin_boundaries
+
+CONFIG = Path(__file__).parents[1] / "configs" / "segmentation" / "grain_boundaries_distilled.yaml"
+
+
+def test_thin_boundaries_redraws_the_boundary_at_one_width_and_gives_freed_pixels_their_likeliest_class():
+    probabilities = np.zeros((3, 40, 20))
+    probabilities[0, :, :10], probabilities[2, :, 10:] = 0.6, 0.6  # two phases left and right
+    probabilities[1, :, 7:13] = 0.9  # a boundary band 6 px wide between them
+    mask = probabilities.argmax(axis=0)
+    middle = slice(10, 30)  # away from the ends, where a skeleton forks
+    for width in (1, 2, 3):
+        thinned = thin_boundaries(mask, probabilities, boundary=1, width=width)[middle]
+        assert np.all((thinned == 1).sum(axis=1) == 2 * width - 1)  # the centre column dilated width - 1 times
+        assert np.all(thinned[:, :7] == 0) and np.all(thinned[:, 13:] == 2)
+        freed = (mask[middle] == 1) & (thinned != 1)  # band pixels no longer boundary: their side's phase
+        assert freed.any() and np.all(thinned[freed] == np.where(np.arange(20) < 10, 0, 2)[None].repeat(20, 0)[freed])
+    np.testing.assert_array_equal(thin_boundaries(np.zeros((5, 5), int), probabilities[:, :5, :5], 1, 2), 0)
+
+
+@pytest.mark.slow
+def test_apply_writes_thin_pseudo_labels_and_the_distilled_config_trains_a_student_that_joins_the_ensemble(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.chdir(tmp_path)
+    teacher_config = write_segmenter_config(tmp_path / "teacher.yaml", boundary_class=1)
+    main(["fit", "-c", str(teacher_config), "--data.init_args.in_chans", "3"])
+    (teacher,) = (tmp_path / "lightning_logs").rglob("last.ckpt")
+    renderer = GrainBoundaryRenderer(48, style=resolve_style("tint_etched"))
+    for index in range(3):
+        image, _ = renderer(np.random.default_rng(index), index)
+        write_image(tmp_path / "tiles" / f"tile{index}.png", (image * 255).astype(np.uint8))
+    main(["apply", str(teacher), "tiles", "--boundary_width", "2", "--out", "pseudo"])
+    rows = read_manifest(tmp_path / "pseudo" / "manifest.csv", ("image", "mask"))
+    assert [Path(r["image"]).name for r in rows] == [f"tile{i}.png" for i in range(3)]
+    plain = load_predictor(teacher)
+    for row in rows:
+        written = np.asarray(Image.open(tmp_path / "pseudo" / row["mask"]))
+        prediction = plain.predict(row["image"])
+        np.testing.assert_array_equal(written, thin_boundaries(prediction.mask, prediction.probabilities, 1, 2))
+    main([
+        "fit", "-c", str(CONFIG), "--data.init_args.root", "pseudo", "--model.init_args.init_weights", str(teacher),
+        "--model.init_args.backbone", "test_resnet", "--model.init_args.edge_input", "none",
+        "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false", "--trainer.accelerator", "cpu",
+        "--trainer.logger.init_args.save_dir", "students", "--data.init_args.crop_size", "32",
+        "--data.init_args.crops_per_image", "1", "--data.init_args.batch_size", "4",
+        "--data.init_args.mix_in.init_args.train_size", "4", "--data.init_args.mix_in.init_args.image_size", "32",
+    ])  # fmt: skip
+    (student,) = (tmp_path / "students").rglob("last.ckpt")
+    main(["apply", str(teacher), "tiles", "--ensemble", str(student), "--out", "both"])
+    assert len(list((tmp_path / "both" / "masks").glob("*.png"))) == 3
