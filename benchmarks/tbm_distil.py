@@ -6,18 +6,20 @@
 The teacher is what ``smalldata apply`` runs best on the TBM tiles with no label: the ``edge_input: channel`` and
 ``only`` networks averaged (``--ensemble``), with 8-view TTA and the zooms 0.75 and 1 (``--scales``). For each
 direction of the group 2-fold of ``tbm_sim_to_real.py`` (its ``labels_A.csv`` / ``labels_B.csv``, whose masks are
-never read here except to score), the teacher segments the tuning half's tiles (36 and 44); its masks are the labels of a
-second stage (thinned to the synthetic labels' 2 px) that fine-tunes each member from its own checkpoint on random
-crops of those tiles (``SegmentationFolder`` at native scale, ``micrograph`` augmentation) with fresh synthetic
-``tint_etched`` images mixed into every epoch (``mix_in``: the synthetic truth keeps anchoring what a boundary is
-while the real crops show the real texture). The two students are then averaged as the teacher was and segment the
-*other* half; the teacher segments it too, and so do teacher and students averaged, four members (``both``, added
-after the students' seed-0 scores had been seen). Both halves pooled, every tile is scored once by students whose
-teacher never saw it, against the teacher on the same tiles (``score_boundaries``: skeletons, 3 px, Heyn
-intercepts). Every other setting was fixed before the first score. Writes ``results.json`` under ``--out``.
+never read here except to score), the teacher segments the tuning half's tiles (36 and 44); its masks are the labels
+of a second stage (redrawn at the synthetic labels' width, ``--boundary_width 2``) that fine-tunes each member from
+its own checkpoint on random crops of those tiles (``SegmentationFolder`` at native scale, ``micrograph``
+augmentation) with fresh synthetic ``tint_etched`` images mixed into every epoch (``mix_in``: the synthetic truth
+keeps anchoring what a boundary is while the real crops show the real texture). The two students are then averaged
+as the teacher was and segment the *other* half; the teacher segments it too, and so do teacher and students
+averaged, four members (``both``, added after the students' seed-0 scores had been seen). Both halves pooled, every
+tile is scored once by students whose teacher never saw it, against the teacher on the same tiles
+(``score_boundaries``: skeletons, 3 px, Heyn intercepts). Every other setting was fixed before the first score.
+Writes ``results.json`` under ``--out``.
 
-This is what a user can do with the framework's commands alone: ``smalldata apply`` with the ensemble writes the
-masks, and ``smalldata fit`` with a ``SegmentationFolder`` on them, ``mix_in`` and ``init_weights`` trains a student.
+A user does the same with the framework's commands: ``smalldata apply`` with the ensemble and ``--boundary_width 2``
+writes the masks and their ``manifest.csv``, and ``configs/segmentation/grain_boundaries_distilled.yaml`` trains a
+student on them (``SegmentationFolder``, ``mix_in``, ``init_weights``).
 """
 
 import argparse
@@ -32,8 +34,6 @@ import lightning as L
 import numpy as np
 import torch
 from PIL import Image
-from scipy.ndimage import binary_dilation
-from skimage.morphology import skeletonize
 
 from smalldata_pl.datamodules import SegmentationFolder, SyntheticGrainBoundaries
 from smalldata_pl.inference.measurements import read_label_mask
@@ -50,25 +50,22 @@ def read_half(halves: Path, name: str) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def segment(checkpoints: list[Path], rows: list[dict[str, str]], root: Path) -> list[np.ndarray]:
-    """Class masks of the rows' images, as ``smalldata apply --tta true --scales [0.75,1.0] --ensemble`` makes them."""
-    predictor = load_predictor(checkpoints, tta=True, scales=SCALES)
+def segment(
+    checkpoints: list[Path], rows: list[dict[str, str]], root: Path, boundary_width: int | None = None
+) -> list[np.ndarray]:
+    """Class masks of the rows' images, as ``smalldata apply --tta true --scales [0.75,1.0] --ensemble`` makes them
+    (with ``--boundary_width`` when given)."""
+    predictor = load_predictor(checkpoints, tta=True, scales=SCALES, boundary_width=boundary_width)
     return [predictor.predict(root / row["image"]).mask for row in rows]
 
 
 def write_pseudo_labels(rows: list[dict[str, str]], masks: list[np.ndarray], root: Path, out: Path) -> None:
-    """The teacher's boundaries as PNG labels and a manifest ``image,mask,group`` with absolute paths.
-
-    The teacher's boundaries are several pixels wide; the synthetic labels beside them are the centre line
-    dilated to 2 px (``SyntheticGrainBoundaries``' ``boundary_width``), so the teacher's are thinned to their
-    skeleton and dilated the same way: both sources then say the same thing about how wide a boundary is.
-    """
+    """The teacher's masks as PNG labels and a manifest ``image,mask,group`` with absolute paths."""
     (out / "masks").mkdir(parents=True, exist_ok=True)
     written = []
     for row, mask in zip(rows, masks, strict=True):
         path = out / "masks" / Path(row["image"]).name
-        label = binary_dilation(skeletonize(mask == 1), iterations=BOUNDARY_WIDTH - 1)
-        Image.fromarray(label.astype(np.uint8)).save(path)
+        Image.fromarray(mask.astype(np.uint8)).save(path)
         written.append(
             {"image": str((root / row["image"]).resolve()), "mask": str(path.resolve()), "group": row["group"]}
         )
@@ -134,7 +131,10 @@ def main() -> None:
         start = time.perf_counter()
         manifest = folder / "pseudo_labels.csv"
         if not manifest.is_file():
-            write_pseudo_labels(halves[tune], segment([args.channel, args.only], halves[tune], root), root, folder)
+            # The teacher draws its boundaries several pixels wide, the synthetic labels beside them about 3 px
+            # (boundary_width 2): redrawn at that width, both sources tell the student one width.
+            labels = segment([args.channel, args.only], halves[tune], root, BOUNDARY_WIDTH)
+            write_pseudo_labels(halves[tune], labels, root, folder)
         timings = {"teacher_labels_s": round(time.perf_counter() - start, 1)}
         students = []
         for name, checkpoint in (("channel", args.channel), ("only", args.only)):

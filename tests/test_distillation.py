@@ -11,8 +11,9 @@ from smalldata_pl.cli import main
 from smalldata_pl.datasets.folder import read_manifest
 from smalldata_pl.generators.renderers import GrainBoundaryRenderer
 from smalldata_pl.generators.styles import resolve_style
-from smalldata_pl.inference import load_predictor
+from smalldata_pl.inference import Predictor, load_predictor
 from smalldata_pl.inference.boundary_maps import thin_boundaries
+from smalldata_pl.tasks import MicrographSegmenter
 
 CONFIG = Path(__file__).parents[1] / "configs" / "segmentation" / "grain_boundaries_distilled.yaml"
 
@@ -30,6 +31,14 @@ def test_thin_boundaries_redraws_the_boundary_at_one_width_and_gives_freed_pixel
         freed = (mask[middle] == 1) & (thinned != 1)  # band pixels no longer boundary: their side's phase
         assert freed.any() and np.all(thinned[freed] == np.where(np.arange(20) < 10, 0, 2)[None].repeat(20, 0)[freed])
     np.testing.assert_array_equal(thin_boundaries(np.zeros((5, 5), int), probabilities[:, :5, :5], 1, 2), 0)
+
+
+def test_boundary_width_is_refused_below_one_or_for_a_model_without_boundaries():
+    segmenter = MicrographSegmenter("test_resnet", num_classes=2, boundary_class=1)
+    with pytest.raises(ValueError, match="at least 1"):
+        Predictor(segmenter, {"in_chans": 1}, boundary_width=0)
+    with pytest.raises(ValueError, match="no boundary_class"):
+        Predictor(MicrographSegmenter("test_resnet", num_classes=2), {"in_chans": 1}, boundary_width=2)
 
 
 @pytest.mark.slow

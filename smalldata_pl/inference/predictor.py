@@ -164,11 +164,10 @@ class Predictor:
                 "boundary_class (train it with model.init_args.boundary_class set to the boundary class index)"
             )
         self.close_boundaries = close_boundaries
-        if boundary_width is not None and (boundary_width < 1 or self.boundary_class is None):
-            raise ValueError(
-                f"boundary_width redraws a boundary segmenter's boundaries at least 1 px wide; got {boundary_width} "
-                + ("for a model with no boundary_class" if self.boundary_class is None else "")
-            )
+        if boundary_width is not None and self.boundary_class is None:
+            raise ValueError("boundary_width redraws grain boundaries; this checkpoint's model has no boundary_class")
+        if boundary_width is not None and boundary_width < 1:
+            raise ValueError(f"boundary_width must be at least 1 (1: one-pixel boundaries), got {boundary_width}")
         self.boundary_width = boundary_width
         self.scales = tuple(float(scale) for scale in scales)
         if not self.scales or not all(scale > 0 for scale in self.scales):
