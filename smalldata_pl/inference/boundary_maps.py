@@ -182,11 +182,19 @@ def thin_boundaries(mask: np.ndarray, probabilities: np.ndarray, boundary: int, 
     lines = skeletonize(mask == boundary)
     if width > 1:
         lines = binary_dilation(lines, iterations=width - 1)
-    others = probabilities.copy()
-    others[boundary] = -np.inf
-    thinned = others.argmax(axis=0).astype(mask.dtype)
+    thinned = likeliest_other_class(probabilities, boundary).astype(mask.dtype)
     thinned[lines] = boundary
     return thinned
+
+
+def likeliest_other_class(probabilities: np.ndarray, boundary: int) -> np.ndarray:
+    """Per pixel the most probable class of ``probabilities`` ``[K, H, W]`` other than ``boundary`` (``int64``).
+
+    What a pixel is where a redrawn boundary (thinned or closed) no longer passes.
+    """
+    others = probabilities.copy()
+    others[boundary] = -np.inf
+    return others.argmax(axis=0).astype(np.int64)
 
 
 def close_boundaries(

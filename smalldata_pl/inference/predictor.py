@@ -16,6 +16,7 @@ from smalldata_pl.inference.boundary_maps import (
     check_edge_weight,
     close_boundaries,
     fuse_class_edges,
+    likeliest_other_class,
     thin_boundaries,
 )
 from smalldata_pl.inference.ensemble import ModelEnsemble, ensemble
@@ -310,7 +311,7 @@ class Predictor:
         model: Any = self.model
         height, width = tensor.shape[-2:]
         # The model's own sliding-window setting, else windows of the training crop for larger images.
-        tile = model.tile_size or self.preprocessing.get("crop_size") or self.preprocessing.get("image_size")
+        tile = model.tile_size or _training_window(self.preprocessing)
         windows = 1
         predict = model.predict_logits
         if tile is not None and max(height, width) > tile:
@@ -332,9 +333,7 @@ class Predictor:
         fused = fuse_class_edges(probabilities, native, boundary, self.edge_weight)
         if not self.close_boundaries:
             return fused, fused.argmax(axis=0).astype(np.int64)
-        others = fused.copy()
-        others[boundary] = -np.inf
-        mask = others.argmax(axis=0).astype(np.int64)
+        mask = likeliest_other_class(fused, boundary)
         mask[close_boundaries(fused[boundary])] = boundary
         return fused, mask
 
@@ -444,7 +443,15 @@ def _as_applied(record: dict[str, Any]) -> dict[str, Any]:
     if not record.get("task", "").endswith(".MicrographSegmenter"):
         return record
     applied = {k: v for k, v in record.items() if k not in ("image_size", "crop_size", "resize")}
-    return {**applied, "window": record.get("crop_size") or record.get("image_size")}
+    return {**applied, "window": _training_window(record)}
+
+
+def _training_window(record: Mapping[str, Any]) -> int | None:
+    """The side of the images a segmenter was trained on: its crop, else its image size.
+
+    It is the window the segmenter slides over a larger image unless its ``tile_size`` says otherwise.
+    """
+    return record.get("crop_size") or record.get("image_size")
 
 
 def load_task_checkpoint(path: Path) -> tuple[TransferModule, dict[str, Any]]:
