@@ -41,9 +41,9 @@ SPECIMENS: dict[str, dict[str, Any]] = {
 }
 
 
-def specimen_tiles(name: str, count: int, size: int, seed: int) -> list[Tile]:
-    """``count`` rendered tiles of the specimen ``name``, tile ``i`` from the seed ``seed + i``."""
-    renderer = GrainBoundaryRenderer(size=size, style=resolve_style(SPECIMENS[name]))
+def specimen_tiles(name: str, count: int, size: int, seed: int, specimens: dict[str, Any] = SPECIMENS) -> list[Tile]:
+    """``count`` rendered tiles of the specimen ``name`` of ``specimens``, tile ``i`` from the seed ``seed + i``."""
+    renderer = GrainBoundaryRenderer(size=size, style=resolve_style(specimens[name]))
     tiles = []
     for index in range(count):
         image, mask = renderer(np.random.default_rng(seed + index), index)

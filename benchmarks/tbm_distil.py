@@ -17,13 +17,12 @@ tile is scored once by students whose teacher never saw it, against the teacher 
 (``score_boundaries``: skeletons, 3 px, Heyn intercepts). Every other setting was fixed before the first score.
 Writes ``results.json`` under ``--out``.
 
-A user does the same with the framework's commands: ``smalldata apply`` with the ensemble and ``--boundary_width 2``
-writes the masks and their ``manifest.csv``, and ``configs/segmentation/grain_boundaries_distilled.yaml`` trains a
-student on them (``SegmentationFolder``, ``mix_in``, ``init_weights``).
+The labels are written as ``smalldata apply`` with the ensemble and ``--boundary_width 2`` writes them (masks and their
+``manifest.csv``, through ``apply_to_images``); a user then trains a student on them with
+``configs/segmentation/grain_boundaries_distilled.yaml`` (``SegmentationFolder``, ``mix_in``, ``init_weights``).
 """
 
 import argparse
-import csv
 import json
 import time
 from functools import partial
@@ -33,12 +32,13 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from PIL import Image
 
 from smalldata_pl.datamodules import SegmentationFolder, SyntheticGrainBoundaries
+from smalldata_pl.datasets.folder import read_manifest
 from smalldata_pl.inference.measurements import read_label_mask
 from smalldata_pl.inference.metallography import score_boundaries
 from smalldata_pl.inference.predictor import load_predictor
+from smalldata_pl.inference.reports import apply_to_images
 from smalldata_pl.tasks import MicrographSegmenter
 
 SCALES = (0.75, 1.0)
@@ -46,36 +46,39 @@ BOUNDARY_WIDTH = 2  # SyntheticGrainBoundaries' default, which the members were 
 
 
 def read_half(halves: Path, name: str) -> list[dict[str, str]]:
-    with (halves / f"labels_{name}.csv").open(newline="") as handle:
-        return list(csv.DictReader(handle))
+    return read_manifest(halves / f"labels_{name}.csv", ("image", "mask", "group"))
 
 
-def segment(
-    checkpoints: list[Path], rows: list[dict[str, str]], root: Path, boundary_width: int | None = None
-) -> list[np.ndarray]:
-    """Class masks of the rows' images, as ``smalldata apply --tta true --scales [0.75,1.0] --ensemble`` makes them
-    (with ``--boundary_width`` when given)."""
-    predictor = load_predictor(checkpoints, tta=True, scales=SCALES, boundary_width=boundary_width)
+def segment(checkpoints: list[Path], rows: list[dict[str, str]], root: Path) -> list[np.ndarray]:
+    """Class masks of the rows' images, as ``smalldata apply --tta true --scales [0.75,1.0] --ensemble`` makes them."""
+    predictor = load_predictor(checkpoints, tta=True, scales=SCALES)
     return [predictor.predict(root / row["image"]).mask for row in rows]
 
 
-def write_pseudo_labels(rows: list[dict[str, str]], masks: list[np.ndarray], root: Path, out: Path) -> None:
-    """The teacher's masks as PNG labels and a manifest ``image,mask,group`` with absolute paths."""
-    (out / "masks").mkdir(parents=True, exist_ok=True)
-    written = []
-    for row, mask in zip(rows, masks, strict=True):
-        path = out / "masks" / Path(row["image"]).name
-        Image.fromarray(mask.astype(np.uint8)).save(path)
-        written.append(
-            {"image": str((root / row["image"]).resolve()), "mask": str(path.resolve()), "group": row["group"]}
-        )
-    with (out / "pseudo_labels.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["image", "mask", "group"])
-        writer.writeheader()
-        writer.writerows(written)
+def write_pseudo_labels(teacher: list[Path], rows: list[dict[str, str]], root: Path, out: Path) -> Path:
+    """What ``smalldata apply TEACHER --tta true --scales [0.75,1.0] --boundary_width 2`` writes for the rows'
+    images into ``out``: masks and their ``manifest.csv``, which is returned.
+
+    The teacher draws its boundaries several pixels wide, the synthetic labels beside them about 3 px
+    (``boundary_width`` 2): redrawn at that width, both sources tell the student one width.
+    """
+    predictor = load_predictor(teacher, tta=True, scales=SCALES, boundary_width=BOUNDARY_WIDTH)
+    apply_to_images(predictor, [(root / row["image"], Path(row["image"]).name) for row in rows], out)
+    return out / "manifest.csv"
 
 
-def fit_student(checkpoint: Path, manifest: Path, root: Path, args: argparse.Namespace, folder: Path) -> Path:
+def scored(label: str, masks: list[np.ndarray], truth: list[np.ndarray]) -> dict[str, Any]:
+    """Score the masks, print one line named ``label`` and return the score as a JSON-ready dict."""
+    score = score_boundaries(masks, truth)
+    print(
+        f"{label:16s} F1 {score.f1:.3f} (P {score.precision:.3f}, R {score.recall:.3f}), "
+        f"error {score.median_intercept_error:.1%}",
+        flush=True,
+    )
+    return score.as_dict()
+
+
+def fit_student(checkpoint: Path, manifest: Path, args: argparse.Namespace, folder: Path) -> Path:
     """Fine-tune the member ``checkpoint`` on the pseudo-labelled crops with synthetic images mixed in (a student
     already in ``folder`` is reused, so an interrupted run resumes)."""
     path = folder / "student.ckpt"
@@ -87,7 +90,7 @@ def fit_student(checkpoint: Path, manifest: Path, root: Path, args: argparse.Nam
         in_chans=3, style="tint_etched", seed=args.seed,
     )  # fmt: skip
     data = SegmentationFolder(
-        root=root, class_names=["grain", "boundary"], manifest=manifest, crop_size=args.crop, num_folds=None,
+        root=manifest.parent, class_names=["grain", "boundary"], manifest=manifest, crop_size=args.crop, num_folds=None,
         crops_per_image=args.crops, batch_size=8, in_chans=3, augmentation="micrograph", seed=args.seed,
         mix_in=synthetic,
     )  # fmt: skip
@@ -129,17 +132,14 @@ def main() -> None:
     for tune, evaluate in (("A", "B"), ("B", "A")):
         folder = args.out / f"{tune}_to_{evaluate}"
         start = time.perf_counter()
-        manifest = folder / "pseudo_labels.csv"
+        manifest = folder / "pseudo" / "manifest.csv"
         if not manifest.is_file():
-            # The teacher draws its boundaries several pixels wide, the synthetic labels beside them about 3 px
-            # (boundary_width 2): redrawn at that width, both sources tell the student one width.
-            labels = segment([args.channel, args.only], halves[tune], root, BOUNDARY_WIDTH)
-            write_pseudo_labels(halves[tune], labels, root, folder)
+            write_pseudo_labels([args.channel, args.only], halves[tune], root, folder / "pseudo")
         timings = {"teacher_labels_s": round(time.perf_counter() - start, 1)}
         students = []
         for name, checkpoint in (("channel", args.channel), ("only", args.only)):
             start = time.perf_counter()
-            students.append(fit_student(checkpoint, manifest, root, args, folder / name))
+            students.append(fit_student(checkpoint, manifest, args, folder / name))
             timings[f"fit_{name}_s"] = round(time.perf_counter() - start, 1)
         rows = halves[evaluate]
         truth += [read_label_mask(root / row["mask"]) > 0 for row in rows]
@@ -149,18 +149,10 @@ def main() -> None:
         for name, checkpoints in (("teacher", teacher), ("students", students), ("both", [*teacher, *students])):
             masks = [mask == 1 for mask in segment(checkpoints, rows, root)]
             predicted[name] += masks
-            score = score_boundaries(masks, fold_truth)
-            fold[name] = {"f1": score.f1, "precision": score.precision, "recall": score.recall,
-                          "median_intercept_error": score.median_intercept_error}  # fmt: skip
-            print(f"{tune}->{evaluate} {name:9s} F1 {score.f1:.3f} (P {score.precision:.3f}, R {score.recall:.3f}), "
-                  f"error {score.median_intercept_error:.1%}", flush=True)  # fmt: skip
+            fold[name] = scored(f"{tune}->{evaluate} {name}", masks, fold_truth)
         results["folds"][f"{tune}_to_{evaluate}"] = fold
     for name, masks in predicted.items():
-        score = score_boundaries(masks, truth)
-        results[name] = {"f1": score.f1, "precision": score.precision, "recall": score.recall,
-                         "median_intercept_error": score.median_intercept_error}  # fmt: skip
-        print(f"pooled {name:9s} F1 {score.f1:.3f} (P {score.precision:.3f}, R {score.recall:.3f}), "
-              f"error {score.median_intercept_error:.1%}")  # fmt: skip
+        results[name] = scored(f"pooled {name}", masks, truth)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
 
