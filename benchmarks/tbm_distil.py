@@ -1,7 +1,7 @@
 """Distil the TBM ensemble into its own members on unlabelled real tiles, scored on the half they never saw.
 
     python benchmarks/tbm_distil.py CHANNEL_CKPT ONLY_CKPT [--halves benchmarks/runs/tbm_edge_input_60]
-        [--epochs 15] [--lr 3e-4] [--crops 3] [--out benchmarks/runs/tbm_distil]
+        [--epochs 15] [--lr 3e-4] [--crops 3] [--rounds 1] [--out benchmarks/runs/tbm_distil]
 
 The teacher is what ``smalldata apply`` runs best on the TBM tiles with no label: the ``edge_input: channel`` and
 ``only`` networks averaged (``--ensemble``), with 8-view TTA and the zooms 0.75 and 1 (``--scales``). For each
@@ -16,6 +16,15 @@ averaged, four members (``both``, added after the students' seed-0 scores had be
 tile is scored once by students whose teacher never saw it, against the teacher on the same tiles
 (``score_boundaries``: skeletons, 3 px, Heyn intercepts). Every other setting was fixed before the first score.
 Writes ``results.json`` under ``--out``.
+
+With ``--rounds 2`` a second round follows in each direction: teacher and students averaged (the first round's
+``both``) label the tuning half again, each member is fine-tuned again *from its own checkpoint* on those labels (the
+same recipe; only the labels differ), and the new students are scored alone (``round2 students``) and averaged with
+everything before them, six members (``round2 both``). The first round's students are reused from ``--out``, and its
+rows are those of the one-round run (``results.json``); this run writes ``results_round2.json``.
+
+``--root`` and ``--halves`` may point at any two halves laid out so, e.g. rendered specimens with known truth from
+``specimen_halves.py``.
 
 The labels are written as ``smalldata apply`` with the ensemble and ``--boundary_width 2`` writes them (masks and their
 ``manifest.csv``, through ``apply_to_images``); a user then trains a student on them with
@@ -109,6 +118,33 @@ def fit_student(checkpoint: Path, manifest: Path, args: argparse.Namespace, fold
     return path
 
 
+def distil(
+    teacher: list[Path],
+    members: list[tuple[str, Path]],
+    rows: list[dict[str, str]],
+    root: Path,
+    args: argparse.Namespace,
+    folder: Path,
+) -> tuple[list[Path], dict[str, float]]:
+    """One round: the teacher labels the tuning rows, each member is fine-tuned on them from its own checkpoint.
+
+    Returns the students (in the order of ``members``) and the round's timings. Labels are written only when a
+    student is still to be trained, so an interrupted run or a later round reuses what is on disk.
+    """
+    manifest = folder / "pseudo" / "manifest.csv"
+    timings: dict[str, float] = {}
+    if not all((folder / name / "student.ckpt").is_file() for name, _ in members) and not manifest.is_file():
+        start = time.perf_counter()
+        write_pseudo_labels(teacher, rows, root, folder / "pseudo")
+        timings["teacher_labels_s"] = round(time.perf_counter() - start, 1)
+    students = []
+    for name, checkpoint in members:
+        start = time.perf_counter()
+        students.append(fit_student(checkpoint, manifest, args, folder / name))
+        timings[f"fit_{name}_s"] = round(time.perf_counter() - start, 1)
+    return students, timings
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("channel", type=Path, help="the edge_input: channel member")
@@ -119,6 +155,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--crops", type=int, default=3, help="random crops of each pseudo-labelled tile per epoch")
     parser.add_argument("--crop", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=1, help="teacher + students label again for the next round")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/runs/tbm_distil"))
@@ -126,35 +163,40 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     root = args.root.resolve()
     halves = {name: read_half(args.halves, name) for name in ("A", "B")}
+    members = [("channel", args.channel), ("only", args.only)]
     results: dict[str, Any] = {"settings": {k: str(v) for k, v in vars(args).items()}, "folds": {}}
-    predicted: dict[str, list[np.ndarray]] = {"teacher": [], "students": [], "both": []}
+    predicted: dict[str, list[np.ndarray]] = {}
     truth: list[np.ndarray] = []
     for tune, evaluate in (("A", "B"), ("B", "A")):
         folder = args.out / f"{tune}_to_{evaluate}"
-        start = time.perf_counter()
-        manifest = folder / "pseudo" / "manifest.csv"
-        if not manifest.is_file():
-            write_pseudo_labels([args.channel, args.only], halves[tune], root, folder / "pseudo")
-        timings = {"teacher_labels_s": round(time.perf_counter() - start, 1)}
-        students = []
-        for name, checkpoint in (("channel", args.channel), ("only", args.only)):
-            start = time.perf_counter()
-            students.append(fit_student(checkpoint, manifest, args, folder / name))
-            timings[f"fit_{name}_s"] = round(time.perf_counter() - start, 1)
-        rows = halves[evaluate]
-        truth += [read_label_mask(root / row["mask"]) > 0 for row in rows]
-        fold_truth = truth[-len(rows) :]
-        fold: dict[str, Any] = {"timings": timings}
-        teacher = [args.channel, args.only]
-        for name, checkpoints in (("teacher", teacher), ("students", students), ("both", [*teacher, *students])):
-            masks = [mask == 1 for mask in segment(checkpoints, rows, root)]
-            predicted[name] += masks
+        teacher = [checkpoint for _, checkpoint in members]
+        fold: dict[str, Any] = {"timings": {}}
+        for round_ in range(1, args.rounds + 1):
+            round_folder = folder if round_ == 1 else folder / f"round{round_}"
+            students, timings = distil(teacher, members, halves[tune], root, args, round_folder)
+            fold["timings"][f"round{round_}"] = timings
+            prefix = "" if round_ == 1 else f"round{round_} "
+            rows = (
+                (f"{prefix}teacher", teacher),
+                (f"{prefix}students", students),
+                (f"{prefix}both", [*teacher, *students]),
+            )
+            teacher = [*teacher, *students]  # the next round's teacher: everything so far, averaged
+        rows_scored = halves[evaluate]
+        truth += [read_label_mask(root / row["mask"]) > 0 for row in rows_scored]
+        fold_truth = truth[-len(rows_scored) :]
+        # Earlier rounds' rows are those of a run with fewer rounds; the last round's teacher is the one before's
+        # "both", so only a first round scores its teacher.
+        for name, checkpoints in rows if args.rounds == 1 else rows[1:]:
+            masks = [mask == 1 for mask in segment(checkpoints, rows_scored, root)]
+            predicted.setdefault(name, []).extend(masks)
             fold[name] = scored(f"{tune}->{evaluate} {name}", masks, fold_truth)
         results["folds"][f"{tune}_to_{evaluate}"] = fold
     for name, masks in predicted.items():
         results[name] = scored(f"pooled {name}", masks, truth)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    suffix = "" if args.rounds == 1 else f"_round{args.rounds}"
+    (args.out / f"results{suffix}.json").write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":
