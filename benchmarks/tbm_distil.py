@@ -176,19 +176,19 @@ def main() -> None:
             students, timings = distil(teacher, members, halves[tune], root, args, round_folder)
             fold["timings"][f"round{round_}"] = timings
             prefix = "" if round_ == 1 else f"round{round_} "
-            rows = (
+            candidates = (
                 (f"{prefix}teacher", teacher),
                 (f"{prefix}students", students),
                 (f"{prefix}both", [*teacher, *students]),
             )
             teacher = [*teacher, *students]  # the next round's teacher: everything so far, averaged
-        rows_scored = halves[evaluate]
-        truth += [read_label_mask(root / row["mask"]) > 0 for row in rows_scored]
-        fold_truth = truth[-len(rows_scored) :]
+        scored_rows = halves[evaluate]
+        truth += [read_label_mask(root / row["mask"]) > 0 for row in scored_rows]
+        fold_truth = truth[-len(scored_rows) :]
         # Earlier rounds' rows are those of a run with fewer rounds; the last round's teacher is the one before's
         # "both", so only a first round scores its teacher.
-        for name, checkpoints in rows if args.rounds == 1 else rows[1:]:
-            masks = [mask == 1 for mask in segment(checkpoints, rows_scored, root)]
+        for name, checkpoints in candidates if args.rounds == 1 else candidates[1:]:
+            masks = [mask == 1 for mask in segment(checkpoints, scored_rows, root)]
             predicted.setdefault(name, []).extend(masks)
             fold[name] = scored(f"{tune}->{evaluate} {name}", masks, fold_truth)
         results["folds"][f"{tune}_to_{evaluate}"] = fold
