@@ -32,6 +32,7 @@ from smalldata_pl.generators.styles import resolve_style
 from smalldata_pl.inference.boundary_maps import edge_strength, fuse_edges
 from smalldata_pl.inference.ensemble import ensemble
 from smalldata_pl.inference.metallography import score_boundaries
+from smalldata_pl.models.checkpoint_files import paths_allowed
 from smalldata_pl.tasks import MicrographSegmenter
 
 SPECIMENS: dict[str, dict[str, Any]] = {
@@ -65,11 +66,11 @@ def main() -> None:
     parser.add_argument("--scales", type=float, nargs="+", default=[1.0], help="zoom factors whose maps are averaged")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    # weights_only=False: the benchmark's own checkpoints, whose callback state holds a Path.
-    members = [
-        MicrographSegmenter.load_from_checkpoint(path, map_location="cpu", weights_only=False).eval()
-        for path in [args.checkpoint, *args.ensemble]
-    ]
+    with paths_allowed():  # the benchmark's own checkpoints, whose callback state holds a Path
+        members = [
+            MicrographSegmenter.load_from_checkpoint(path, map_location="cpu").eval()
+            for path in [args.checkpoint, *args.ensemble]
+        ]
     model: Any = ensemble(members) if args.ensemble else members[0]
     results: dict[str, Any] = {"settings": {k: str(v) for k, v in vars(args).items()}, "specimens": {}}
     print(f"{'specimen':12s} {'map':14s} {'F1':>6s} {'P':>6s} {'R':>6s} {'err':>7s}")

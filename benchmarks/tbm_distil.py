@@ -48,6 +48,7 @@ from smalldata_pl.inference.measurements import read_label_mask
 from smalldata_pl.inference.metallography import score_boundaries
 from smalldata_pl.inference.predictor import load_predictor
 from smalldata_pl.inference.reports import apply_to_images
+from smalldata_pl.models.checkpoint_files import paths_allowed
 from smalldata_pl.tasks import MicrographSegmenter
 
 SCALES = (0.75, 1.0)
@@ -103,12 +104,12 @@ def fit_student(checkpoint: Path, manifest: Path, args: argparse.Namespace, fold
         crops_per_image=args.crops, batch_size=8, in_chans=3, augmentation="micrograph", seed=args.seed,
         mix_in=synthetic,
     )  # fmt: skip
-    # weights_only=False: the benchmark's own checkpoints, whose callback state holds a Path. pretrained=False: the
-    # checkpoint holds every weight.
-    model = MicrographSegmenter.load_from_checkpoint(
-        checkpoint, map_location="cpu", weights_only=False, pretrained=False,
-        optimizer=partial(torch.optim.AdamW, lr=args.lr),
-    )  # fmt: skip
+    # Paths: the callback state of the benchmark's own checkpoints holds one. pretrained=False: the checkpoint holds
+    # every weight.
+    with paths_allowed():
+        model = MicrographSegmenter.load_from_checkpoint(
+            checkpoint, map_location="cpu", pretrained=False, optimizer=partial(torch.optim.AdamW, lr=args.lr)
+        )
     trainer = L.Trainer(
         max_epochs=args.epochs, accelerator="cpu", logger=False, enable_progress_bar=False,
         enable_model_summary=False, enable_checkpointing=False, default_root_dir=folder, limit_val_batches=0,
@@ -170,27 +171,27 @@ def main() -> None:
     for tune, evaluate in (("A", "B"), ("B", "A")):
         folder = args.out / f"{tune}_to_{evaluate}"
         teacher = [checkpoint for _, checkpoint in members]
+        students: list[Path] = []
         fold: dict[str, Any] = {"timings": {}}
         for round_ in range(1, args.rounds + 1):
+            teacher = [*teacher, *students]  # from round two on: everything so far, averaged
             round_folder = folder if round_ == 1 else folder / f"round{round_}"
-            students, timings = distil(teacher, members, halves[tune], root, args, round_folder)
-            fold["timings"][f"round{round_}"] = timings
-            prefix = "" if round_ == 1 else f"round{round_} "
-            candidates = (
-                (f"{prefix}teacher", teacher),
-                (f"{prefix}students", students),
-                (f"{prefix}both", [*teacher, *students]),
+            students, fold["timings"][f"round{round_}"] = distil(
+                teacher, members, halves[tune], root, args, round_folder
             )
-            teacher = [*teacher, *students]  # the next round's teacher: everything so far, averaged
         scored_rows = halves[evaluate]
-        truth += [read_label_mask(root / row["mask"]) > 0 for row in scored_rows]
-        fold_truth = truth[-len(scored_rows) :]
-        # Earlier rounds' rows are those of a run with fewer rounds; the last round's teacher is the one before's
-        # "both", so only a first round scores its teacher.
-        for name, checkpoints in candidates if args.rounds == 1 else candidates[1:]:
+        fold_truth = [read_label_mask(root / row["mask"]) > 0 for row in scored_rows]
+        truth += fold_truth
+        # Earlier rounds' rows are those of a run with fewer rounds, and a later round's teacher is the round before's
+        # "both": only a first round scores its teacher.
+        prefix = "" if args.rounds == 1 else f"round{args.rounds} "
+        candidates = {"teacher": teacher, "students": students, "both": [*teacher, *students]}
+        if args.rounds > 1:
+            del candidates["teacher"]
+        for name, checkpoints in candidates.items():
             masks = [mask == 1 for mask in segment(checkpoints, scored_rows, root)]
-            predicted.setdefault(name, []).extend(masks)
-            fold[name] = scored(f"{tune}->{evaluate} {name}", masks, fold_truth)
+            predicted.setdefault(prefix + name, []).extend(masks)
+            fold[prefix + name] = scored(f"{tune}->{evaluate} {prefix}{name}", masks, fold_truth)
         results["folds"][f"{tune}_to_{evaluate}"] = fold
     for name, masks in predicted.items():
         results[name] = scored(f"pooled {name}", masks, truth)

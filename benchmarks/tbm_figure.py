@@ -24,6 +24,7 @@ from tbm_baselines import BASELINES
 from tbm_sim_to_real import Decision, Tile, masks, probabilities, read_tiles
 
 from smalldata_pl.inference.metallography import score_boundaries
+from smalldata_pl.models.checkpoint_files import paths_allowed
 from smalldata_pl.tasks import MicrographSegmenter
 
 MODELS = {"synthetic labels only": "tint_etched", "real labels (other half)": "real_labels"}
@@ -32,8 +33,8 @@ MODELS = {"synthetic labels only": "tint_etched", "real labels (other half)": "r
 def predicted(run: Path, config: str, tiles: list[Tile], tta: bool) -> list[np.ndarray]:
     fold = json.loads((run / f"{config}.json").read_text())["folds"]["A"]
     checkpoint = next((run / "fits" / config / "A").glob("*.ckpt"))
-    # weights_only=False: the benchmark's own files, whose callback state holds a Path.
-    model = MicrographSegmenter.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False).eval()
+    with paths_allowed():  # the benchmark's own files, whose callback state holds a Path
+        model = MicrographSegmenter.load_from_checkpoint(checkpoint, map_location="cpu").eval()
     size = None if fold["scale"] == "native" else 128  # the benchmark's synthetic image size, its "model" scale
     # Runs from before fragment removal, edge fusion or closure record none of them: they did without.
     decision = Decision(

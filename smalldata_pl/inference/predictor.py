@@ -419,9 +419,9 @@ def load_model(checkpoint: str | Path | Sequence[str | Path]) -> LoadedModel:
     paths = [Path(checkpoint)] if isinstance(checkpoint, str | Path) else [Path(c) for c in checkpoint]
     loaded = [load_task_checkpoint(path) for path in paths]
     preprocessing = loaded[0][1]
-    first = _as_applied(preprocessing)
-    for path, (_, record) in zip(paths[1:], loaded[1:], strict=True):
-        other = _as_applied(record)
+    first = _as_applied(*loaded[0])
+    for path, member in zip(paths[1:], loaded[1:], strict=True):
+        other = _as_applied(*member)
         differing = sorted(k for k in first.keys() | other.keys() if first.get(k) != other.get(k))
         if differing:
             raise ValueError(
@@ -433,14 +433,14 @@ def load_model(checkpoint: str | Path | Sequence[str | Path]) -> LoadedModel:
     return LoadedModel(model, preprocessing, members[0].hparams, paths)
 
 
-def _as_applied(record: dict[str, Any]) -> dict[str, Any]:
-    """What applying a model does with the image, from its preprocessing record.
+def _as_applied(model: TransferModule, record: dict[str, Any]) -> dict[str, Any]:
+    """What applying ``model`` does with the image, from its preprocessing record.
 
-    A segmenter sees images at their own pixel scale, so its training ``image_size``, ``crop_size`` and ``resize``
-    only set the windows it slides (``window``): a model trained on synthetic images and one trained on crops of
-    real ones apply alike when their windows agree.
+    A segmenter (a user's subclass too) sees images at their own pixel scale, so its training ``image_size``,
+    ``crop_size`` and ``resize`` only set the windows it slides (``window``): a model trained on synthetic images and
+    one trained on crops of real ones apply alike when their windows agree.
     """
-    if not record.get("task", "").endswith(".MicrographSegmenter"):
+    if not isinstance(model, MicrographSegmenter):
         return record
     applied = {k: v for k, v in record.items() if k not in ("image_size", "crop_size", "resize")}
     return {**applied, "window": _training_window(record)}
