@@ -1,7 +1,8 @@
 """Distil the TBM ensemble into its own members on unlabelled real tiles, scored on the half they never saw.
 
     python benchmarks/tbm_distil.py CHANNEL_CKPT ONLY_CKPT [--halves benchmarks/runs/tbm_edge_input_60]
-        [--epochs 15] [--lr 3e-4] [--crops 3] [--rounds 1] [--out benchmarks/runs/tbm_distil]
+        [--epochs 15] [--lr 3e-4] [--crops 3] [--rounds 1] [--unsure_below P] [--with_students DIR]
+        [--out benchmarks/runs/tbm_distil]
 
 The teacher is what ``smalldata apply`` runs best on the TBM tiles with no label: the ``edge_input: channel`` and
 ``only`` networks averaged (``--ensemble``), with 8-view TTA and the zooms 0.75 and 1 (``--scales``). For each
@@ -22,6 +23,14 @@ With ``--rounds 2`` a second round follows in each direction: teacher and studen
 same recipe; only the labels differ), and the new students are scored alone (``round2 students``) and averaged with
 everything before them, six members (``round2 both``). The first round's students are reused from ``--out``, and its
 rows are those of the one-round run (``results.json``); this run writes ``results_round2.json``.
+
+With ``--unsure_below P`` the teacher's masks leave unlabelled (255, ``smalldata apply --unsure_below``) every pixel
+whose written class it gives a probability below ``P``, and the students train on them with ``ignore_value: 255``:
+faint boundaries the teacher hesitates on are not taught as grain, nor is the band its redrawn boundaries free.
+
+With ``--with_students DIR`` (the ``--out`` of a run with the same teacher, e.g. one without ``--unsure_below``) the
+run's students are not scored again: they are averaged with DIR's students (``students + other``, four members) and
+with the teacher too (``teacher + all students``, six), and ``results_with_<DIR's name>.json`` is written.
 
 ``--root`` and ``--halves`` may point at any two halves laid out so, e.g. rendered specimens with known truth from
 ``specimen_halves.py``.
@@ -44,6 +53,7 @@ import torch
 
 from smalldata_pl.datamodules import SegmentationFolder, SyntheticGrainBoundaries
 from smalldata_pl.datasets.folder import read_manifest
+from smalldata_pl.datasets.segmentation import UNSURE_LABEL
 from smalldata_pl.inference.measurements import read_label_mask
 from smalldata_pl.inference.metallography import score_boundaries
 from smalldata_pl.inference.predictor import load_predictor
@@ -65,14 +75,18 @@ def segment(checkpoints: list[Path], rows: list[dict[str, str]], root: Path) -> 
     return [predictor.predict(root / row["image"]).mask for row in rows]
 
 
-def write_pseudo_labels(teacher: list[Path], rows: list[dict[str, str]], root: Path, out: Path) -> Path:
-    """What ``smalldata apply TEACHER --tta true --scales [0.75,1.0] --boundary_width 2`` writes for the rows'
-    images into ``out``: masks and their ``manifest.csv``, which is returned.
+def write_pseudo_labels(
+    teacher: list[Path], rows: list[dict[str, str]], root: Path, out: Path, unsure_below: float | None
+) -> Path:
+    """What ``smalldata apply TEACHER --tta true --scales [0.75,1.0] --boundary_width 2 [--unsure_below P]`` writes
+    for the rows' images into ``out``: masks and their ``manifest.csv``, which is returned.
 
     The teacher draws its boundaries several pixels wide, the synthetic labels beside them about 3 px
     (``boundary_width`` 2): redrawn at that width, both sources tell the student one width.
     """
-    predictor = load_predictor(teacher, tta=True, scales=SCALES, boundary_width=BOUNDARY_WIDTH)
+    predictor = load_predictor(
+        teacher, tta=True, scales=SCALES, boundary_width=BOUNDARY_WIDTH, unsure_below=unsure_below
+    )
     apply_to_images(predictor, [(root / row["image"], Path(row["image"]).name) for row in rows], out)
     return out / "manifest.csv"
 
@@ -102,7 +116,7 @@ def fit_student(checkpoint: Path, manifest: Path, args: argparse.Namespace, fold
     data = SegmentationFolder(
         root=manifest.parent, class_names=["grain", "boundary"], manifest=manifest, crop_size=args.crop, num_folds=None,
         crops_per_image=args.crops, batch_size=8, in_chans=3, augmentation="micrograph", seed=args.seed,
-        mix_in=synthetic,
+        mix_in=synthetic, ignore_value=None if args.unsure_below is None else UNSURE_LABEL,
     )  # fmt: skip
     # Paths: the callback state of the benchmark's own checkpoints holds one. pretrained=False: the checkpoint holds
     # every weight.
@@ -136,7 +150,7 @@ def distil(
     timings: dict[str, float] = {}
     if not all((folder / name / "student.ckpt").is_file() for name, _ in members) and not manifest.is_file():
         start = time.perf_counter()
-        write_pseudo_labels(teacher, rows, root, folder / "pseudo")
+        write_pseudo_labels(teacher, rows, root, folder / "pseudo", args.unsure_below)
         timings["teacher_labels_s"] = round(time.perf_counter() - start, 1)
     students = []
     for name, checkpoint in members:
@@ -157,6 +171,8 @@ def main() -> None:
     parser.add_argument("--crops", type=int, default=3, help="random crops of each pseudo-labelled tile per epoch")
     parser.add_argument("--crop", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=1, help="teacher + students label again for the next round")
+    parser.add_argument("--unsure_below", type=float, default=None, help="leave unsure pseudo-label pixels unlabelled")
+    parser.add_argument("--with_students", type=Path, default=None, help="another run's students to average with")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/runs/tbm_distil"))
@@ -188,6 +204,12 @@ def main() -> None:
         candidates = {"teacher": teacher, "students": students, "both": [*teacher, *students]}
         if args.rounds > 1:
             del candidates["teacher"]
+        if args.with_students is not None:
+            other = [args.with_students / folder.name / name / "student.ckpt" for name, _ in members]
+            candidates = {
+                "students + other": [*students, *other],
+                "teacher + all students": [*teacher, *students, *other],
+            }
         for name, checkpoints in candidates.items():
             masks = [mask == 1 for mask in segment(checkpoints, scored_rows, root)]
             predicted.setdefault(prefix + name, []).extend(masks)
@@ -197,6 +219,8 @@ def main() -> None:
         results[name] = scored(f"pooled {name}", masks, truth)
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = "" if args.rounds == 1 else f"_round{args.rounds}"
+    if args.with_students is not None:
+        suffix += f"_with_{args.with_students.name}"
     (args.out / f"results{suffix}.json").write_text(json.dumps(results, indent=2) + "\n")
 
 

@@ -1,9 +1,11 @@
-"""Pseudo-labels from apply (boundaries redrawn at one width) and a student trained on them with the shipped config."""
+"""Pseudo-labels from apply (boundaries redrawn at one width, unsure pixels unlabelled) and a student trained on them
+with the shipped config."""
 
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import write_image, write_segmenter_config
 from PIL import Image
 
@@ -13,6 +15,7 @@ from smalldata_pl.generators.renderers import GrainBoundaryRenderer
 from smalldata_pl.generators.styles import resolve_style
 from smalldata_pl.inference import Predictor, load_predictor
 from smalldata_pl.inference.boundary_maps import thin_boundaries
+from smalldata_pl.io.images import class_palette, write_label_image
 from smalldata_pl.tasks import MicrographSegmenter
 
 CONFIG = Path(__file__).parents[1] / "configs" / "segmentation" / "grain_boundaries_distilled.yaml"
@@ -41,8 +44,47 @@ def test_boundary_width_is_refused_below_one_or_for_a_model_without_boundaries()
         Predictor(MicrographSegmenter("test_resnet", num_classes=2), {"in_chans": 1}, boundary_width=2)
 
 
+def test_a_palette_mask_keeps_values_beyond_its_palette(tmp_path: Path):
+    labels = np.array([[0, 1, 255], [2, 7, 1]], np.uint8)  # 255: unsure pixels of a two-class palette
+    write_label_image(tmp_path / "mask.png", labels, class_palette(2))
+    written = Image.open(tmp_path / "mask.png")
+    assert written.mode == "P"
+    np.testing.assert_array_equal(np.asarray(written), labels)
+
+
+class ImageAsBoundaryLogits(torch.nn.Module):
+    """A boundary segmenter whose boundary logit is the normalised image itself, times 5: bright is boundary."""
+
+    boundary_class, tile_size, tile_overlap, class_names = 1, None, 0.25, ["grain", "boundary"]
+
+    def predict_logits(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.cat([-5 * images, 5 * images], dim=1)
+
+
+def test_unsure_pixels_are_those_the_written_class_is_unlikely_for_redrawn_and_faint_boundaries_alike():
+    image = np.zeros((40, 40), np.float32)
+    image[:, 5] = 0.55  # a faint boundary: P(boundary) = sigmoid(1) = 0.73
+    image[:, 15:24] = 1.0  # a sure boundary band 9 px wide, redrawn 3 px wide about its centre
+    preprocessing = {"in_chans": 1, "mean": [0.5], "std": [0.5]}
+    predictor = Predictor(ImageAsBoundaryLogits(), preprocessing, boundary_width=2, unsure_below=0.9)  # type: ignore[arg-type]
+    prediction = predictor.predict(image)
+    assert prediction.mask is not None and prediction.unsure is not None
+    middle = slice(10, 30)  # away from the ends, where a skeleton forks
+    mask, unsure = prediction.mask[middle], prediction.unsure[middle]
+    assert np.all(mask[:, 18:21] == 1) and not unsure[:, 18:21].any()  # the redrawn centre of the sure band
+    assert np.all(mask[:, 15:18] == 0) and unsure[:, 15:18].all()  # freed by the redraw: grain it is unlikely to be
+    assert np.all(mask[:, 21:24] == 0) and unsure[:, 21:24].all()
+    assert np.all(mask[:, 4:7] == 1) and unsure[:, 4:7].all()  # the faint line, and the grain it was widened over
+    interiors = np.r_[0:3, 8:13, 27:40]
+    assert np.all(mask[:, interiors] == 0) and not unsure[:, interiors].any()
+    assert Predictor(ImageAsBoundaryLogits(), preprocessing).predict(image).unsure is None  # type: ignore[arg-type]
+    for wrong in (0.0, 1.0):
+        with pytest.raises(ValueError, match="between 0 and 1"):
+            Predictor(ImageAsBoundaryLogits(), preprocessing, unsure_below=wrong)  # type: ignore[arg-type]
+
+
 @pytest.mark.slow
-def test_apply_writes_thin_pseudo_labels_and_the_distilled_config_trains_a_student_that_joins_the_ensemble(
+def test_apply_writes_thin_pseudo_labels_and_the_distilled_config_trains_a_student_on_unsure_ones_that_joins_the_ensemble(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     monkeypatch.chdir(tmp_path)
@@ -61,8 +103,20 @@ def test_apply_writes_thin_pseudo_labels_and_the_distilled_config_trains_a_stude
         written = np.asarray(Image.open(tmp_path / "pseudo" / row["mask"]))
         prediction = plain.predict(row["image"])
         np.testing.assert_array_equal(written, thin_boundaries(prediction.mask, prediction.probabilities, 1, 2))
+    # Pseudo-labels that leave the pixels the teacher is unsure of unlabelled (255), and a student trained on them.
+    main(["apply", str(teacher), "tiles", "--boundary_width", "2", "--unsure_below", "0.9", "--out", "unsure"])
+    areas = read_manifest(tmp_path / "unsure" / "areas.csv", ("file", "mask", "fraction_unsure"))
+    for row, area in zip(rows, areas, strict=True):
+        written = np.asarray(Image.open(tmp_path / "unsure" / row["mask"]))
+        thin = np.asarray(Image.open(tmp_path / "pseudo" / row["mask"]))
+        prediction = plain.predict(row["image"])
+        assert prediction.probabilities is not None
+        unsure = np.take_along_axis(prediction.probabilities, thin[None].astype(np.int64), axis=0)[0] < 0.9
+        np.testing.assert_array_equal(written, np.where(unsure, 255, thin))
+        assert float(area["fraction_unsure"]) == pytest.approx(unsure.mean(), abs=1e-6)
     main([
-        "fit", "-c", str(CONFIG), "--data.init_args.root", "pseudo", "--model.init_args.init_weights", str(teacher),
+        "fit", "-c", str(CONFIG), "--data.init_args.root", "unsure", "--data.init_args.ignore_value", "255",
+        "--model.init_args.init_weights", str(teacher),
         "--model.init_args.backbone", "test_resnet", "--model.init_args.edge_input", "none",
         "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false", "--trainer.accelerator", "cpu",
         "--trainer.logger.init_args.save_dir", "students", "--data.init_args.crop_size", "32",

@@ -72,6 +72,29 @@ def test_bad_mask_in_any_split_fails_at_setup_naming_mask_image_and_fix(tmp_path
     assert FIXES[bad] in str(error.value)
 
 
+def test_unlabelled_pixels_of_ignore_value_are_ignore_index_and_refused_without_it(tmp_path):
+    root = write_split_dataset(tmp_path / "data")
+    unlabelled = {}
+    for index in range(4):  # pseudo-labels with pixels their teacher was unsure of (apply --unsure_below)
+        path = root / "masks" / f"im{index}.png"
+        mask = np.asarray(Image.open(path)).copy()
+        mask[10:14, 5 + index : 20] = 255
+        Image.fromarray(mask).save(path)
+        unlabelled[index] = mask == 255
+    with pytest.raises(ValueError, match=r"im0\.png.*\[255\].*ignore_value: 255"):
+        SegmentationFolder(root, CLASSES, official_split="S", crop_size=32).setup("fit")
+    with pytest.raises(ValueError, match="ignore_value 1 is the mask value of class 'phase'"):
+        SegmentationFolder(root, CLASSES, official_split="S", ignore_value=1)
+
+    dm = SegmentationFolder(root, CLASSES, official_split="S", crop_size=40, ignore_value=255)
+    dm.setup("fit")
+    for dataset, index in ((dm.train_dataset, 0), (dm.val_dataset, 2)):  # a whole-image crop, and evaluation
+        mask = dataset[0]["mask"].numpy()
+        original = np.asarray(Image.open(root / "masks" / f"im{index}.png")).astype(np.int64)
+        np.testing.assert_array_equal(mask == IGNORE_INDEX, unlabelled[index])
+        np.testing.assert_array_equal(mask[~unlabelled[index]], original[~unlabelled[index]])
+
+
 class CountTrainingBatches(Callback):
     def __init__(self) -> None:
         self.batches = 0

@@ -54,6 +54,10 @@ class ApplyOptions:
             the synthetic labels (1: one pixel; 2, their default: about 3 px), so the masks can be trained on:
             manifest.csv in the output folder lists every image with its mask, a manifest for SegmentationFolder
             (``root`` the output folder), as configs/segmentation/grain_boundaries_distilled.yaml uses it.
+        unsure_below: Segmenters: write 255 into the mask files where the probability of the mask's class (after
+            any redrawing) is below this, e.g. 0.9: pseudo-labels then leave the pixels the model hesitates on
+            unlabelled (train on them with ``data.init_args.ignore_value: 255``). Overlays and area fractions
+            keep the decided classes; areas.csv adds the unsure share.
     """
 
     checkpoint: str
@@ -73,6 +77,7 @@ class ApplyOptions:
     scales: list[float] | None = None
     probabilities: bool = False
     boundary_width: int | None = None
+    unsure_below: float | None = None
 
 
 def expand_inputs(inputs: Sequence[str]) -> list[tuple[Path, str]]:
@@ -128,6 +133,7 @@ def apply_command(argv: Sequence[str]) -> Path:
         close_boundaries=o.close_boundaries,
         scales=o.scales or [1.0],
         boundary_width=o.boundary_width,
+        unsure_below=o.unsure_below,
     )
     summary = apply_to_images(
         predictor, images, out, o.labels, o.overwrite, o.explain, list_views=bool(o.tta), probabilities=o.probabilities

@@ -59,6 +59,9 @@ class SegmentationFolder(MicrographDataModule):
         train_limit: Keep only the first N training images (one-shot and few-shot studies).
         crops_per_image: Random training crops drawn from each image per epoch.
         batch_size: Samples per batch (whole-image evaluation uses batch size 1).
+        ignore_value: Mask value of unlabelled pixels, which count in neither the loss nor the metrics: e.g. 255,
+            which ``smalldata apply --unsure_below`` writes where its model was unsure. ``None``: every mask pixel
+            is a class.
         **kwargs: Loader, channel and normalisation options of :class:`MicrographDataModule`.
     """
 
@@ -78,10 +81,17 @@ class SegmentationFolder(MicrographDataModule):
         train_limit: int | None = None,
         crops_per_image: int = 1,
         batch_size: int = 8,
+        ignore_value: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(class_names, batch_size=batch_size, image_size=None, **kwargs)
         self.save_hyperparameters(ignore=["class_names"])
+        if ignore_value is not None and 0 <= ignore_value < self.num_classes:
+            raise ValueError(
+                f"ignore_value {ignore_value} is the mask value of class {class_names[ignore_value]!r}; unlabelled "
+                f"pixels need a value outside 0..{self.num_classes - 1} (e.g. 255)"
+            )
+        self.ignore_value = ignore_value
         self.root = Path(root).expanduser()
         self.manifest = Path(manifest).expanduser() if manifest else self.root / "manifest.csv"
         self.crop_size, self.augmentation = crop_size, augmentation
@@ -130,14 +140,17 @@ class SegmentationFolder(MicrographDataModule):
         self._check(train, val, test)
         if stage == "fit":
             self._warn_on_one_image_batchnorm(train)
-        scale = self.physical_scale
+        scale, ignore = self.physical_scale, self.ignore_value
         self.train_dataset = SegmentationDataset(
-            train, self.pipeline(self._crop_and_augment()), self.num_classes, self.seed, self.crops_per_image, scale
-        )
+            train, self.pipeline(self._crop_and_augment()), self.num_classes, self.seed, self.crops_per_image, scale,
+            ignore,
+        )  # fmt: skip
         evaluate = self.pipeline(None)
-        self.val_dataset = SegmentationDataset(val, evaluate, self.num_classes, self.seed, scale=scale) if val else None
-        self.test_dataset = (
-            SegmentationDataset(test, evaluate, self.num_classes, self.seed, scale=scale) if test else None
+        self.val_dataset, self.test_dataset = (
+            SegmentationDataset(records, evaluate, self.num_classes, self.seed, scale=scale, ignore_value=ignore)
+            if records
+            else None
+            for records in (val, test)
         )
         self.predict_dataset = self.test_dataset
         if stage == "predict" and self.unlabelled is not None:
@@ -175,7 +188,7 @@ class SegmentationFolder(MicrographDataModule):
     def _check(self, train: list[MaskRecord], val: list[MaskRecord], test: list[MaskRecord]) -> None:
         unchecked = [r for r in dict.fromkeys([*train, *val, *test]) if r not in self._image_sizes]
         self.check_pixel_sizes([(r.image, r.pixel_size) for r in unchecked])
-        self._image_sizes.update(check_records(unchecked, self.num_classes))
+        self._image_sizes.update(check_records(unchecked, self.num_classes, self.ignore_value))
         for record in dict.fromkeys(train):
             # What the crops are cut from: after the data-bar crop and the resampling to target_pixel_size.
             height, width = self.physical_scale.shape(self._image_sizes[record], record.pixel_size, record.data_bar)

@@ -11,7 +11,11 @@ from torch.utils.data import Dataset
 from smalldata_pl.datasets.folder import Record, manifest_pixel_size, read_manifest
 from smalldata_pl.datasets.sampling import split_key
 from smalldata_pl.io.images import read_image
-from smalldata_pl.transforms.pipeline import ImagePipeline, PhysicalScale, sample_seed
+from smalldata_pl.transforms.pipeline import IGNORE_INDEX, ImagePipeline, PhysicalScale, sample_seed
+
+UNSURE_LABEL = 255
+"""The mask value ``smalldata apply --unsure_below`` writes where its model was unsure: pixels with no label, read
+back with ``ignore_value`` 255 (the PASCAL VOC convention for unlabelled pixels)."""
 
 
 @dataclass(frozen=True)
@@ -31,8 +35,18 @@ def source_image(record: Record | MaskRecord) -> Path:
     return record.image if isinstance(record, MaskRecord) else record.path
 
 
-def read_mask(path: Path, num_classes: int, image_shape: tuple[int, ...], image_path: Path) -> np.ndarray:
+def read_mask(
+    path: Path, num_classes: int, image_shape: tuple[int, ...], image_path: Path, ignore_value: int | None = None
+) -> np.ndarray:
     """Read a class-index mask and check it against the class list and its image.
+
+    Args:
+        path: The mask file.
+        num_classes: Mask values must lie in ``0..num_classes - 1``, or be ``ignore_value``.
+        image_shape: The shape of its image, which the mask must match.
+        image_path: Its image, named in errors.
+        ignore_value: The value of unlabelled pixels, returned as ``IGNORE_INDEX`` (in neither loss nor metrics);
+            ``None``: every pixel is labelled.
 
     Raises:
         ValueError: If the mask cannot be read, has several channels, differs in size from its image, or holds a
@@ -55,16 +69,24 @@ def read_mask(path: Path, num_classes: int, image_shape: tuple[int, ...], image_
             f"mask {path} is {mask.shape[0]}x{mask.shape[1]} but image {image_path} is "
             f"{image_shape[0]}x{image_shape[1]}; masks must match their images pixel for pixel"
         )
-    unknown = sorted(set(np.unique(mask).tolist()) - set(range(num_classes)))
+    unknown = sorted(set(np.unique(mask).tolist()) - set(range(num_classes)) - {ignore_value})
     if unknown:
+        hint = ""
+        if UNSURE_LABEL in unknown:
+            hint = f" (or set ignore_value: {UNSURE_LABEL} if it marks unlabelled pixels)"
         raise ValueError(
             f"mask {path} (of image {image_path}) contains value(s) {unknown} outside the {num_classes} classes "
-            f"0..{num_classes - 1}; fix the mask or extend class_names"
+            f"0..{num_classes - 1}; fix the mask or extend class_names{hint}"
         )
-    return mask.astype(np.int64)
+    labels = mask.astype(np.int64)
+    if ignore_value is not None:
+        labels[mask == ignore_value] = IGNORE_INDEX
+    return labels
 
 
-def check_records(records: Iterable[MaskRecord], num_classes: int) -> dict[MaskRecord, tuple[int, int]]:
+def check_records(
+    records: Iterable[MaskRecord], num_classes: int, ignore_value: int | None = None
+) -> dict[MaskRecord, tuple[int, int]]:
     """Read every image and mask once and check each pair, so a bad file fails before training starts.
 
     Returns:
@@ -77,7 +99,7 @@ def check_records(records: Iterable[MaskRecord], num_classes: int) -> dict[MaskR
     sizes = {}
     for record in records:
         shape = read_image(record.image).shape
-        read_mask(record.mask, num_classes, shape, record.image)
+        read_mask(record.mask, num_classes, shape, record.image, ignore_value)
         sizes[record] = (int(shape[0]), int(shape[1]))
     return sizes
 
@@ -88,10 +110,11 @@ class SegmentationDataset(Dataset):
     Args:
         records: The image/mask pairs.
         pipeline: Augmentation (training) or evaluation pipeline.
-        num_classes: Mask values must lie in ``0..num_classes - 1``.
+        num_classes: Mask values must lie in ``0..num_classes - 1``, or be ``ignore_value``.
         seed: Seed of the per-sample augmentation draws.
         repeats: Samples drawn from each image per epoch.
         scale: Data-bar crop and resampling to one pixel size (masks nearest-neighbour), before the pipeline.
+        ignore_value: Mask value of unlabelled pixels, which the samples carry as ``IGNORE_INDEX``.
     """
 
     def __init__(
@@ -102,8 +125,10 @@ class SegmentationDataset(Dataset):
         seed: int = 0,
         repeats: int = 1,
         scale: PhysicalScale | None = None,
+        ignore_value: int | None = None,
     ) -> None:
         self.records, self.pipeline, self.num_classes, self.seed = list(records), pipeline, num_classes, seed
+        self.ignore_value = ignore_value
         self.repeats = repeats  # several random crops of each image per epoch (one-shot and few-shot training)
         self.scale = scale or PhysicalScale()
 
@@ -114,7 +139,7 @@ class SegmentationDataset(Dataset):
         epoch, index = split_key(key)
         record = self.records[index % len(self.records)]
         image = read_image(record.image)
-        mask = read_mask(record.mask, self.num_classes, image.shape, record.image)
+        mask = read_mask(record.mask, self.num_classes, image.shape, record.image, self.ignore_value)
         image, scaled_mask = self.scale(image, record.pixel_size, record.data_bar, mask, source=record.image)
         sample = self.pipeline(image, mask=scaled_mask, seed=sample_seed(self.seed, epoch, index))
         sample.update(group=record.group, path=str(record.image))

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from smalldata_pl.datasets.folder import tile_origins
+from smalldata_pl.datasets.segmentation import UNSURE_LABEL
 from smalldata_pl.inference.boundary_maps import (
     EdgeWeight,
     check_edge_weight,
@@ -54,6 +55,8 @@ class Prediction:
         logits: Classification: the identity view's logits ``[K]`` before any temperature (the mean over tiles
             for tiled models), what temperature scaling is fitted on.
         views: How many test-time augmentation views were averaged (1 without TTA).
+        unsure: Segmentation with ``unsure_below``: ``[H, W]``, ``True`` where the mask's class has a probability
+            below ``unsure_below``, the pixels that pseudo-labels leave unlabelled.
     """
 
     source: str
@@ -62,6 +65,7 @@ class Prediction:
     tiles: int = 1
     logits: np.ndarray | None = None
     views: int = 1
+    unsure: np.ndarray | None = None
 
 
 class Predictor:
@@ -110,11 +114,16 @@ class Predictor:
             ``boundary_width`` of the synthetic labels (1: one pixel; 2: about 3 px;
             :func:`~smalldata_pl.inference.boundary_maps.thin_boundaries`), e.g. to train on the masks as labels;
             ``None`` keeps them as decided.
+        unsure_below: Segmenters: mark the pixels whose class in the final mask (after any redrawing) has a
+            probability below this as unsure (:attr:`Prediction.unsure`), so that masks used as pseudo-labels
+            teach nothing there: where the model hesitates, and where a redrawn boundary disagrees with its
+            decision. ``None`` marks none.
 
     Raises:
         ValueError: For a temperature that is not positive, or one given to a segmenter; for ``edge_weight``
             neither in [0, 1] nor ``"auto"``; for either boundary option with a model that has no boundary class;
-            for scales that are empty or not positive, or given to a classifier.
+            for scales that are empty or not positive, or given to a classifier; for ``unsure_below`` outside
+            (0, 1), given to a classifier, or for a model with a class numbered ``UNSURE_LABEL``.
     """
 
     def __init__(
@@ -130,6 +139,7 @@ class Predictor:
         close_boundaries: bool = False,
         scales: Sequence[float] = (1.0,),
         boundary_width: int | None = None,
+        unsure_below: float | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -175,6 +185,14 @@ class Predictor:
             raise ValueError(f"scales must be one or more positive zoom factors, got {list(scales)}")
         if not self.segmentation and self.scales != (1.0,):
             raise ValueError("scales zoom a segmenter's input; a classifier resizes to its training image_size")
+        if unsure_below is not None and not (self.segmentation and 0 < unsure_below < 1):
+            raise ValueError(
+                f"unsure_below marks a segmenter's pixels below that probability, between 0 and 1; got {unsure_below} "
+                f"for a {'segmenter' if self.segmentation else 'classifier'}"
+            )
+        if unsure_below is not None and len(self.class_names) > UNSURE_LABEL:
+            raise ValueError(f"unsure_below writes {UNSURE_LABEL} for unsure pixels, a class of this model")
+        self.unsure_below = unsure_below
 
     def predict(self, source: str | Path | np.ndarray, pixel_size: float | None = None) -> Prediction:
         """Predict one image given as a file path or an array (integer or float, ``(H, W)`` or ``(H, W, C)``).
@@ -304,7 +322,10 @@ class Predictor:
         if self.boundary_width is not None:  # only set for boundary segmenters (__init__)
             assert self.boundary_class is not None
             mask = thin_boundaries(mask, per_class, self.boundary_class, self.boundary_width)
-        return Prediction(name, probabilities=per_class, mask=mask, tiles=windows, views=len(self.views))
+        unsure = None
+        if self.unsure_below is not None:
+            unsure = np.take_along_axis(per_class, mask[None], axis=0)[0] < self.unsure_below
+        return Prediction(name, probabilities=per_class, mask=mask, tiles=windows, views=len(self.views), unsure=unsure)
 
     def _segment_tensor(self, tensor: torch.Tensor) -> tuple[int, torch.Tensor]:
         """Windows used and class probabilities of one normalised image tensor, at its own size."""
@@ -349,6 +370,7 @@ def load_predictor(
     close_boundaries: bool = False,
     scales: Sequence[float] = (1.0,),
     boundary_width: int | None = None,
+    unsure_below: float | None = None,
 ) -> Predictor:
     """A :class:`Predictor` from a smalldata_pl checkpoint alone: no config or DataModule needed.
 
@@ -369,6 +391,8 @@ def load_predictor(
         close_boundaries: Close a boundary segmenter's boundaries into grains by marked watershed.
         scales: Zoom factors a segmenter predicts each image at, probabilities averaged (see :class:`Predictor`).
         boundary_width: Redraw a boundary segmenter's boundaries at this width (see :class:`Predictor`).
+        unsure_below: Mark a segmenter's pixels whose class has a probability below this as unsure (see
+            :class:`Predictor`).
 
     Raises:
         ValueError: If a checkpoint carries no preprocessing record or is not an image task, or the checkpoints
@@ -390,6 +414,7 @@ def load_predictor(
         close_boundaries=close_boundaries,
         scales=scales,
         boundary_width=boundary_width,
+        unsure_below=unsure_below,
     )
 
 

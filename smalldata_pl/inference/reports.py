@@ -15,6 +15,7 @@ from torchmetrics.classification import (
 from tqdm import tqdm
 
 from smalldata_pl.datasets.folder import read_manifest
+from smalldata_pl.datasets.segmentation import UNSURE_LABEL
 from smalldata_pl.inference.predictor import Prediction, Predictor
 from smalldata_pl.io.images import (
     ImageReadError,
@@ -29,6 +30,8 @@ from smalldata_pl.io.tables import write_csv, write_json
 from smalldata_pl.models.gradcam import heatmap_overlay
 
 log = logging.getLogger(__name__)
+
+UNSURE_GREY = (128, 128, 128)  # the palette colour of unsure pixels in mask files
 
 
 def apply_to_images(
@@ -177,11 +180,19 @@ def _write_explanations(predictor: Predictor, predictions: list[tuple[Prediction
 def _write_segmentation(
     prediction: Prediction, name: str, class_names: list[str], palette: np.ndarray, out: Path, probabilities: bool
 ) -> dict[str, object]:
-    """Mask, overlay and (if asked) probability stack of one image; its row of ``areas.csv``."""
+    """Mask, overlay and (if asked) probability stack of one image; its row of ``areas.csv``.
+
+    Pixels the predictor marked unsure are ``UNSURE_LABEL`` in the mask file (unlabelled where the masks are trained
+    on); the overlay and the area fractions show the decided classes there.
+    """
     assert prediction.mask is not None
     mask = prediction.mask.astype(np.uint8 if len(class_names) <= 256 else np.uint16)
     target = (out / "masks" / name).with_suffix(".png")
-    write_label_image(target, mask, palette)
+    if prediction.unsure is None:
+        write_label_image(target, mask, palette)
+    else:  # unsure pixels grey in any viewer
+        with_unsure = np.vstack([palette, np.zeros((UNSURE_LABEL - len(palette), 3)), [UNSURE_GREY]])
+        write_label_image(target, np.where(prediction.unsure, UNSURE_LABEL, mask).astype(np.uint8), with_unsure)
     # The mask leaves out a cropped data bar: the overlay shows the micrograph above it.
     overlay = _overlay(read_image(prediction.source)[: mask.shape[0]], mask, palette)
     write_unit_image((out / "overlays" / name).with_suffix(".png"), overlay / 255.0)
@@ -193,6 +204,8 @@ def _write_segmentation(
         row["probabilities"] = str(stack.relative_to(out))
     counts = np.bincount(mask.ravel(), minlength=len(class_names))
     row.update({f"fraction_{n}": round(float(c) / mask.size, 6) for n, c in zip(class_names, counts, strict=False)})
+    if prediction.unsure is not None:
+        row["fraction_unsure"] = round(float(prediction.unsure.mean()), 6)
     return row
 
 

@@ -146,14 +146,19 @@ def write_label_image(path: Path, labels: np.ndarray, palette: np.ndarray | None
     """Write a class-index mask atomically as a single-channel PNG (8-bit, or 16-bit above 255 classes).
 
     With a ``palette`` (``[K, 3]`` uint8, see :func:`class_palette`) an 8-bit mask is a palette PNG: the pixel
-    values stay the class indices, and any image viewer shows the colours.
+    values stay the class indices, and any image viewer shows the colours. Values from ``K`` up (e.g. unlabelled
+    pixels) are black unless the palette has a row for them.
     """
     labels = np.asarray(labels)
     dtype = np.uint8 if labels.size == 0 or int(labels.max()) < 256 else np.uint16
     image = Image.fromarray(labels.astype(dtype))
     if palette is not None and dtype == np.uint8:
         image = image.convert("P")  # an "L" image of indices becomes a "P" image with the same indices
-        image.putpalette(np.asarray(palette, dtype=np.uint8).ravel().tolist())
+        # A full 256-entry palette: PNG saves a shorter one as fewer bits, which would remap values beyond it.
+        rows = np.asarray(palette, dtype=np.uint8)[:256]
+        full = np.zeros((256, 3), np.uint8)
+        full[: len(rows)] = rows
+        image.putpalette(full.ravel().tolist())
     with atomic_path(path) as temporary:
         image.save(temporary, format=pil_format(path))
 
