@@ -53,7 +53,7 @@ import torch
 
 from smalldata_pl.datamodules import SegmentationFolder, SyntheticGrainBoundaries
 from smalldata_pl.datasets.folder import read_manifest
-from smalldata_pl.datasets.segmentation import UNSURE_LABEL
+from smalldata_pl.datasets.segmentation import UNLABELLED
 from smalldata_pl.inference.measurements import read_label_mask
 from smalldata_pl.inference.metallography import score_boundaries
 from smalldata_pl.inference.predictor import load_predictor
@@ -116,7 +116,7 @@ def fit_student(checkpoint: Path, manifest: Path, args: argparse.Namespace, fold
     data = SegmentationFolder(
         root=manifest.parent, class_names=["grain", "boundary"], manifest=manifest, crop_size=args.crop, num_folds=None,
         crops_per_image=args.crops, batch_size=8, in_chans=3, augmentation="micrograph", seed=args.seed,
-        mix_in=synthetic, ignore_value=None if args.unsure_below is None else UNSURE_LABEL,
+        mix_in=synthetic, ignore_value=None if args.unsure_below is None else UNLABELLED,
     )  # fmt: skip
     # Paths: the callback state of the benchmark's own checkpoints holds one. pretrained=False: the checkpoint holds
     # every weight.

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from smalldata_pl.callbacks import PredictionWriter
 from smalldata_pl.callbacks.writers import merge_shards
 from smalldata_pl.cli import main
-from smalldata_pl.datamodules import MicrographFolder
+from smalldata_pl.datamodules import MicrographFolder, SegmentationFolder
 from smalldata_pl.datasets.disk_copies import write_augmented, write_synthetic
 from smalldata_pl.datasets.folder import MicrographFolderDataset, Record
 from smalldata_pl.datasets.segmentation import MaskRecord
@@ -28,6 +28,7 @@ from smalldata_pl.evaluation.cross_validation import _mask_name
 from smalldata_pl.io.output_folder import prepare_output
 from smalldata_pl.io.tables import write_csv, write_json
 from smalldata_pl.tasks import MicrographClassifier, MicrographSegmenter
+from smalldata_pl.transforms.pipeline import IGNORE_INDEX
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -287,6 +288,41 @@ def test_merging_no_shards_writes_nothing(tmp_path):
     assert not (tmp_path / "predictions.csv").exists()
 
 
+def test_augmented_masks_write_invented_borders_and_unlabelled_pixels_as_255_and_read_back(tmp_path, caplog):
+    root = tmp_path / "seg"
+    mask = np.zeros((32, 32), np.uint8)
+    mask[:, 16:] = 1
+    write_image(root / "im.png", (mask * 200 + 20).astype(np.uint8))
+    write_image(root / "mask.png", mask)
+    records = [MaskRecord(root / "im.png", root / "mask.png", "spot")]
+    # As train_augmentation leaves a rotation with constant borders: its invented mask pixels IGNORE_INDEX.
+    rotate = A.Compose([A.Rotate(limit=(30, 30), border_mode=0, fill_mask=IGNORE_INDEX, p=1.0)])
+    with caplog.at_level("WARNING", logger="smalldata_pl.datasets.disk_copies"):
+        write_augmented(records, rotate, ["matrix", "phase"], 1, tmp_path / "plain", root=root)
+    written = np.asarray(Image.open(tmp_path / "plain" / "masks" / "im_aug0.png"))
+    corner, centre = written[0, 0], written[12:20, 12:20]
+    assert set(np.unique(written)) == {0, 1, 255} and corner == 255 and 255 not in centre
+    assert "ignore_value: 255" in caplog.text
+
+    partly = mask.copy()
+    partly[14:18, 14:18] = 255  # a source with unlabelled pixels (apply --unsure_below)
+    write_image(root / "mask.png", partly)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="smalldata_pl.datasets.disk_copies"):
+        manifest = write_augmented(
+            records, rotate, ["matrix", "phase"], 1, tmp_path / "out", root=root, ignore_value=255
+        )
+    assert caplog.text == ""  # the DataModule reads them already
+    written = np.asarray(Image.open(tmp_path / "out" / "masks" / "im_aug0.png"))
+    assert written[0, 0] == 255 and np.all(written[15:17, 15:17] == 255)  # the centre stays where it was
+    data = SegmentationFolder(
+        tmp_path / "out", ["matrix", "phase"], manifest=manifest, num_folds=None, ignore_value=255
+    )
+    data.setup("fit")
+    assert data.train_dataset.records[0].mask == tmp_path / "out" / "masks" / "im_aug0.png"
+    assert set(np.unique(data.train_dataset[0]["mask"].numpy())) == {IGNORE_INDEX, 0, 1}
+
+
 def test_write_augmented_refuses_mixed_records(tmp_path):
     records = [Record(tmp_path / "a.png", 0, "a"), MaskRecord(tmp_path / "b.png", tmp_path / "m.png", "b")]
     with pytest.raises(TypeError, match="all labelled records or all image/mask"):
@@ -301,7 +337,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from smalldata_pl.callbacks import PredictionWriter
-from smalldata_pl.datamodules import MicrographFolder
+from smalldata_pl.datamodules import MicrographFolder, SegmentationFolder
 from smalldata_pl.tasks import MicrographClassifier
 
 out = Path(sys.argv[1])

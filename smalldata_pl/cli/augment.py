@@ -16,7 +16,9 @@ class AugmentOptions:
     manifest.csv: ``file,label,group,source`` for classification, ``image,mask,group,source`` for segmentation
     (image and mask transformed together). Images are first cropped of their data bar and resampled to the
     DataModule's target pixel size, like training images. Each copy keeps its source's group and is named by its
-    source's path relative to the data root.
+    source's path relative to the data root. Mask pixels with no label, the sources' (``ignore_value``) and the
+    borders a rotation or shift with constant borders invents, are written as the DataModule's ``ignore_value``,
+    else as 255 with a warning to train on the copies with ``ignore_value: 255``.
 
     Args:
         copies: Augmented copies per image.
@@ -50,6 +52,7 @@ def augment_command(argv: Sequence[str]) -> Path:
         root=getattr(datamodule, "root", None),
         overwrite=options.overwrite,
         scale=getattr(datamodule, "physical_scale", None),
+        ignore_value=getattr(datamodule, "ignore_value", None),
     )
     print(f"wrote {options.copies * len(records)} augmented images and {manifest}")
     return manifest

@@ -1,5 +1,6 @@
 """Samples written to disk in the real-data layout: augmented copies of records and procedural samples."""
 
+import logging
 import os
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -10,14 +11,16 @@ import numpy as np
 from tqdm import tqdm
 
 from smalldata_pl.datasets.folder import Record
-from smalldata_pl.datasets.segmentation import MaskRecord, read_mask, source_image
+from smalldata_pl.datasets.segmentation import UNLABELLED, MaskRecord, read_mask, source_image
 from smalldata_pl.generators.grains import GRAIN_MORPHOLOGIES
 from smalldata_pl.generators.imaging import IMAGING_PRESETS
 from smalldata_pl.generators.renderers import GrainBoundaryRenderer, GrainClassRenderer, PrecipitateRenderer, Renderer
 from smalldata_pl.io.images import read_image, write_label_image, write_unit_image
 from smalldata_pl.io.output_folder import prepare_output
 from smalldata_pl.io.tables import write_csv
-from smalldata_pl.transforms.pipeline import PhysicalScale, sample_seed
+from smalldata_pl.transforms.pipeline import IGNORE_INDEX, PhysicalScale, sample_seed
+
+log = logging.getLogger(__name__)
 
 SYNTHETIC_KINDS = ("grains", "boundaries", "precipitates")
 
@@ -32,6 +35,7 @@ def write_augmented(
     root: Path | None = None,
     overwrite: bool = False,
     scale: PhysicalScale | None = None,
+    ignore_value: int | None = None,
 ) -> Path:
     """Write ``copies`` augmented versions of every record plus ``manifest.csv``; returns the manifest path.
 
@@ -55,6 +59,9 @@ def write_augmented(
             common parent folder.
         overwrite: Delete what ``out`` holds first.
         scale: The DataModule's physical-scale step; ``None`` keeps the images as they are on disk.
+        ignore_value: The mask value of the sources' unlabelled pixels (the DataModule's). Unlabelled pixels of a
+            copy, the sources' and the borders a transform invents (its ``fill_mask`` ``IGNORE_INDEX``), are written
+            as it, or as ``UNLABELLED`` (255) without one; a warning then says to train with ``ignore_value``.
 
     Raises:
         FileExistsError: If ``out`` is not empty and ``overwrite`` is false.
@@ -66,11 +73,13 @@ def write_augmented(
     prepare_output(out, overwrite, sources)
     stems = _unique_stems(sources, root)
     rows = []
+    unlabelled = UNLABELLED if ignore_value is None else ignore_value
+    partly_labelled = 0  # copies with unlabelled pixels
     pairs = tqdm(list(zip(records, stems, strict=True)), desc="augment", unit="image")
     for index, (record, stem) in enumerate(pairs):
         image = read_image(sources[index])
         mask = (
-            read_mask(record.mask, len(class_names), image.shape, record.image)
+            read_mask(record.mask, len(class_names), image.shape, record.image, ignore_value)
             if isinstance(record, MaskRecord)
             else None
         )
@@ -87,7 +96,9 @@ def write_augmented(
             if isinstance(record, MaskRecord):
                 image_name, mask_name = f"images/{stem}_aug{copy}.png", f"masks/{stem}_aug{copy}.png"
                 write_unit_image(out / image_name, augmented["image"])
-                write_label_image(out / mask_name, augmented["mask"])
+                missing = augmented["mask"] == IGNORE_INDEX
+                partly_labelled += bool(missing.any())
+                write_label_image(out / mask_name, np.where(missing, unlabelled, augmented["mask"]))
                 source = str(record.image)
                 rows.append({"image": image_name, "mask": mask_name, "group": record.group, "source": source})
             else:
@@ -95,6 +106,12 @@ def write_augmented(
                 name = f"{label}/{stem}_aug{copy}.png"
                 write_unit_image(out / name, augmented["image"])
                 rows.append({"file": name, "label": label, "group": record.group, "source": str(record.path)})
+    if partly_labelled and ignore_value is None:
+        log.warning(
+            "%d of %d augmented masks in %s have unlabelled pixels (%d: borders the augmentation invented); train "
+            "on them with data.init_args.ignore_value: %d",
+            partly_labelled, len(rows), out / "masks", unlabelled, unlabelled,
+        )  # fmt: skip
     fields = ["image", "mask", "group", "source"] if masks else ["file", "label", "group", "source"]
     return write_csv(out / "manifest.csv", rows, fields)
 

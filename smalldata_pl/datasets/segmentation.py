@@ -13,9 +13,10 @@ from smalldata_pl.datasets.sampling import split_key
 from smalldata_pl.io.images import read_image
 from smalldata_pl.transforms.pipeline import IGNORE_INDEX, ImagePipeline, PhysicalScale, sample_seed
 
-UNSURE_LABEL = 255
-"""The mask value ``smalldata apply --unsure_below`` writes where its model was unsure: pixels with no label, read
-back with ``ignore_value`` 255 (the PASCAL VOC convention for unlabelled pixels)."""
+UNLABELLED = 255
+"""The mask value smalldata writes for pixels with no label (the PASCAL VOC convention), read back with
+``ignore_value`` 255: where ``smalldata apply --unsure_below``'s model was unsure, and the borders that ``smalldata
+augment``'s geometric transforms invent."""
 
 
 @dataclass(frozen=True)
@@ -72,8 +73,8 @@ def read_mask(
     unknown = sorted(set(np.unique(mask).tolist()) - set(range(num_classes)) - {ignore_value})
     if unknown:
         hint = ""
-        if UNSURE_LABEL in unknown:
-            hint = f" (or set ignore_value: {UNSURE_LABEL} if it marks unlabelled pixels)"
+        if UNLABELLED in unknown:
+            hint = f" (or set ignore_value: {UNLABELLED} if it marks unlabelled pixels)"
         raise ValueError(
             f"mask {path} (of image {image_path}) contains value(s) {unknown} outside the {num_classes} classes "
             f"0..{num_classes - 1}; fix the mask or extend class_names{hint}"

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from smalldata_pl.datasets.folder import tile_origins
-from smalldata_pl.datasets.segmentation import UNSURE_LABEL
+from smalldata_pl.datasets.segmentation import UNLABELLED
 from smalldata_pl.inference.boundary_maps import (
     EdgeWeight,
     check_edge_weight,
@@ -123,7 +123,7 @@ class Predictor:
         ValueError: For a temperature that is not positive, or one given to a segmenter; for ``edge_weight``
             neither in [0, 1] nor ``"auto"``; for either boundary option with a model that has no boundary class;
             for scales that are empty or not positive, or given to a classifier; for ``unsure_below`` outside
-            (0, 1), given to a classifier, or for a model with a class numbered ``UNSURE_LABEL``.
+            (0, 1), given to a classifier, or for a model with a class numbered ``UNLABELLED``.
     """
 
     def __init__(
@@ -190,8 +190,8 @@ class Predictor:
                 f"unsure_below marks a segmenter's pixels below that probability, between 0 and 1; got {unsure_below} "
                 f"for a {'segmenter' if self.segmentation else 'classifier'}"
             )
-        if unsure_below is not None and len(self.class_names) > UNSURE_LABEL:
-            raise ValueError(f"unsure_below writes {UNSURE_LABEL} for unsure pixels, a class of this model")
+        if unsure_below is not None and len(self.class_names) > UNLABELLED:
+            raise ValueError(f"unsure_below writes {UNLABELLED} for unsure pixels, a class of this model")
         self.unsure_below = unsure_below
 
     def predict(self, source: str | Path | np.ndarray, pixel_size: float | None = None) -> Prediction:

@@ -15,7 +15,7 @@ from torchmetrics.classification import (
 from tqdm import tqdm
 
 from smalldata_pl.datasets.folder import read_manifest
-from smalldata_pl.datasets.segmentation import UNSURE_LABEL
+from smalldata_pl.datasets.segmentation import UNLABELLED
 from smalldata_pl.inference.predictor import Prediction, Predictor
 from smalldata_pl.io.images import (
     ImageReadError,
@@ -182,7 +182,7 @@ def _write_segmentation(
 ) -> dict[str, object]:
     """Mask, overlay and (if asked) probability stack of one image; its row of ``areas.csv``.
 
-    Pixels the predictor marked unsure are ``UNSURE_LABEL`` in the mask file (unlabelled where the masks are trained
+    Pixels the predictor marked unsure are ``UNLABELLED`` in the mask file (unlabelled where the masks are trained
     on); the overlay and the area fractions show the decided classes there.
     """
     assert prediction.mask is not None
@@ -191,8 +191,8 @@ def _write_segmentation(
     if prediction.unsure is None:
         write_label_image(target, mask, palette)
     else:  # unsure pixels grey in any viewer
-        with_unsure = np.vstack([palette, np.zeros((UNSURE_LABEL - len(palette), 3)), [UNSURE_GREY]])
-        write_label_image(target, np.where(prediction.unsure, UNSURE_LABEL, mask).astype(np.uint8), with_unsure)
+        with_unsure = np.vstack([palette, np.zeros((UNLABELLED - len(palette), 3)), [UNSURE_GREY]])
+        write_label_image(target, np.where(prediction.unsure, UNLABELLED, mask).astype(np.uint8), with_unsure)
     # The mask leaves out a cropped data bar: the overlay shows the micrograph above it.
     overlay = _overlay(read_image(prediction.source)[: mask.shape[0]], mask, palette)
     write_unit_image((out / "overlays" / name).with_suffix(".png"), overlay / 255.0)
