@@ -151,6 +151,9 @@ def test_measure_command_boundaries_reports_and_skips_bad_masks(tmp_path, capsys
     write_label_image(masks / "b" / "grid24.png", square_grid(24, 96, width=2).astype(np.uint8))
     (masks / "b" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     write_label_image(masks / "b" / "binary.png", square_grid(16, 32).astype(np.uint8) * 255)  # 0/255, not indices
+    unsure = square_grid(16, 32).astype(np.uint8)
+    unsure[:4] = 255  # pseudo-labels of apply --unsure_below: unlabelled pixels no statistic may count as grain
+    write_label_image(masks / "b" / "unsure.png", unsure)
     from PIL import Image
 
     Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(masks / "b" / "colour.png")
@@ -165,9 +168,10 @@ def test_measure_command_boundaries_reports_and_skips_bad_masks(tmp_path, capsys
     assert (out / "grain_areas.png").is_file() and (out / "intercepts.png").is_file()
     printed = capsys.readouterr().out
     skipped = (out / "skipped.csv").read_text()
-    for bad in ("broken.png", "binary.png", "colour.png"):
+    for bad in ("broken.png", "binary.png", "colour.png", "unsure.png"):
         assert bad in skipped and bad in printed
     assert "--boundary_class 255" in skipped and "ASTM E112" in printed
+    assert "without --unsure_below" in skipped
 
 
 def test_measure_command_phases_writes_particles_and_fractions(tmp_path):

@@ -57,7 +57,8 @@ class ApplyOptions:
         unsure_below: Segmenters: write 255 into the mask files where the probability of the mask's class (after
             any redrawing) is below this, e.g. 0.9: pseudo-labels then leave the pixels the model hesitates on
             unlabelled (train on them with ``data.init_args.ignore_value: 255``). Overlays and area fractions
-            keep the decided classes; areas.csv adds the unsure share.
+            keep the decided classes; areas.csv adds the unsure share. ``smalldata measure`` refuses such masks:
+            measure those of a run without it.
     """
 
     checkpoint: str

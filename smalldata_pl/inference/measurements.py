@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from smalldata_pl.datasets.segmentation import UNLABELLED
 from smalldata_pl.inference.metallography import (
     LINE_SPACING,
     GrainMeasurement,
@@ -118,6 +119,12 @@ def measure_masks(
 
 def _check_values(mask: np.ndarray, path: Path, kind: str, boundary_class: int, names: list[str]) -> None:
     values = np.unique(mask)
+    if UNLABELLED in values and boundary_class != UNLABELLED and set(values.tolist()) - {0, UNLABELLED}:
+        # Not a 0/255 binary mask: classes with unlabelled pixels, which no measurement may count as a class.
+        raise NotALabelMask(
+            f"{path} holds unlabelled pixels ({UNLABELLED}, as `smalldata apply --unsure_below` writes them for "
+            "training) beside the classes; measure the masks of an apply run without --unsure_below"
+        )
     if names and values.max() >= len(names):
         outside = values[values >= len(names)].tolist()
         raise NotALabelMask(f"{path} holds value(s) {outside[:5]} outside the classes 0..{len(names) - 1} {names}")
