@@ -321,6 +321,9 @@ def test_augmented_masks_write_invented_borders_and_unlabelled_pixels_as_255_and
     data.setup("fit")
     assert data.train_dataset.records[0].mask == tmp_path / "out" / "masks" / "im_aug0.png"
     assert set(np.unique(data.train_dataset[0]["mask"].numpy())) == {IGNORE_INDEX, 0, 1}
+    write_image(root / "mask.png", mask)
+    with pytest.raises(ValueError, match="255 is one of the 300 classes"):  # 255 cannot mean "no label" there
+        write_augmented(records, rotate, [f"c{i}" for i in range(300)], 1, tmp_path / "many", root=root)
 
 
 def test_write_augmented_refuses_mixed_records(tmp_path):

@@ -65,6 +65,7 @@ def write_augmented(
 
     Raises:
         FileExistsError: If ``out`` is not empty and ``overwrite`` is false.
+        ValueError: If a copy has unlabelled pixels, no ``ignore_value`` is set and 255 is a class.
     """
     masks = all(isinstance(r, MaskRecord) for r in records)
     if not masks and not all(isinstance(r, Record) for r in records):
@@ -97,6 +98,12 @@ def write_augmented(
                 image_name, mask_name = f"images/{stem}_aug{copy}.png", f"masks/{stem}_aug{copy}.png"
                 write_unit_image(out / image_name, augmented["image"])
                 missing = augmented["mask"] == IGNORE_INDEX
+                if missing.any() and ignore_value is None and len(class_names) > UNLABELLED:
+                    raise ValueError(
+                        f"the augmentation invents mask pixels with no label in copies of {record.mask}, and "
+                        f"{UNLABELLED} is one of the {len(class_names)} classes: set data.init_args.ignore_value to "
+                        "a value outside them, or use borders that reflect the image (border_mode 4)"
+                    )
                 partly_labelled += bool(missing.any())
                 write_label_image(out / mask_name, np.where(missing, unlabelled, augmented["mask"]))
                 source = str(record.image)
