@@ -201,15 +201,16 @@ def main() -> None:
         # Earlier rounds' rows are those of a run with fewer rounds, and a later round's teacher is the round before's
         # "both": only a first round scores its teacher.
         prefix = "" if args.rounds == 1 else f"round{args.rounds} "
-        candidates = {"teacher": teacher, "students": students, "both": [*teacher, *students]}
-        if args.rounds > 1:
-            del candidates["teacher"]
         if args.with_students is not None:
             other = [args.with_students / folder.name / name / "student.ckpt" for name, _ in members]
             candidates = {
                 "students + other": [*students, *other],
                 "teacher + all students": [*teacher, *students, *other],
             }
+        else:
+            candidates = {"teacher": teacher, "students": students, "both": [*teacher, *students]}
+            if args.rounds > 1:
+                del candidates["teacher"]
         for name, checkpoints in candidates.items():
             masks = [mask == 1 for mask in segment(checkpoints, scored_rows, root)]
             predicted.setdefault(prefix + name, []).extend(masks)

@@ -68,6 +68,8 @@ def apply_to_images(
     predictions: list[tuple[Prediction, str]] = []
     areas: list[dict[str, object]] = []
     palette = class_palette(len(predictor.class_names))
+    if predictor.unsure_below is not None:  # unsure pixels grey in any viewer
+        palette = np.vstack([palette, np.zeros((UNLABELLED - len(palette), 3), np.uint8), [UNSURE_GREY]])
     skipped = []
     for path, name in tqdm(images, desc="apply", unit="image"):
         try:
@@ -188,11 +190,8 @@ def _write_segmentation(
     assert prediction.mask is not None
     mask = prediction.mask.astype(np.uint8 if len(class_names) <= 256 else np.uint16)
     target = (out / "masks" / name).with_suffix(".png")
-    if prediction.unsure is None:
-        write_label_image(target, mask, palette)
-    else:  # unsure pixels grey in any viewer
-        with_unsure = np.vstack([palette, np.zeros((UNLABELLED - len(palette), 3)), [UNSURE_GREY]])
-        write_label_image(target, np.where(prediction.unsure, UNLABELLED, mask).astype(np.uint8), with_unsure)
+    written = mask if prediction.unsure is None else np.where(prediction.unsure, UNLABELLED, mask).astype(np.uint8)
+    write_label_image(target, written, palette)
     # The mask leaves out a cropped data bar: the overlay shows the micrograph above it.
     overlay = _overlay(read_image(prediction.source)[: mask.shape[0]], mask, palette)
     write_unit_image((out / "overlays" / name).with_suffix(".png"), overlay / 255.0)
