@@ -1,7 +1,7 @@
 """Distil the TBM ensemble into its own members on unlabelled real tiles, scored on the half they never saw.
 
     python benchmarks/tbm_distil.py CHANNEL_CKPT ONLY_CKPT [--halves benchmarks/runs/tbm_edge_input_60]
-        [--epochs 15] [--lr 3e-4] [--crops 3] [--rounds 1] [--unsure_below P] [--with_students DIR]
+        [--epochs 15] [--lr 3e-4] [--crops 3] [--rounds 1] [--unsure_below P|auto] [--with_students DIR]
         [--out benchmarks/runs/tbm_distil]
 
 The teacher is what ``smalldata apply`` runs best on the TBM tiles with no label: the ``edge_input: channel`` and
@@ -27,6 +27,8 @@ rows are those of the one-round run (``results.json``); this run writes ``result
 With ``--unsure_below P`` the teacher's masks leave unlabelled (255, ``smalldata apply --unsure_below``) every pixel
 whose written class it gives a probability below ``P``, and the students train on them with ``ignore_value: 255``:
 faint boundaries the teacher hesitates on are not taught as grain, nor is the band its redrawn boundaries free.
+With ``--unsure_below auto`` no threshold is set: per tile and class, as many of the least sure pixels as the teacher
+expects to be wrong are left unlabelled (``smalldata apply --unsure_below auto``).
 
 With ``--with_students DIR`` (the ``--out`` of a run with the same teacher, e.g. one without ``--unsure_below``) the
 run's students are not scored again: they are averaged with DIR's students (``students + other``, four members) and
@@ -58,11 +60,16 @@ from smalldata_pl.inference.measurements import read_label_mask
 from smalldata_pl.inference.metallography import score_boundaries
 from smalldata_pl.inference.predictor import load_predictor
 from smalldata_pl.inference.reports import apply_to_images
+from smalldata_pl.inference.unsure import UnsureBelow
 from smalldata_pl.models.checkpoint_files import paths_allowed
 from smalldata_pl.tasks import MicrographSegmenter
 
 SCALES = (0.75, 1.0)
 BOUNDARY_WIDTH = 2  # SyntheticGrainBoundaries' default, which the members were trained with
+
+
+def probability_or_auto(value: str) -> UnsureBelow:
+    return "auto" if value == "auto" else float(value)
 
 
 def read_half(halves: Path, name: str) -> list[dict[str, str]]:
@@ -76,7 +83,7 @@ def segment(checkpoints: list[Path], rows: list[dict[str, str]], root: Path) -> 
 
 
 def write_pseudo_labels(
-    teacher: list[Path], rows: list[dict[str, str]], root: Path, out: Path, unsure_below: float | None
+    teacher: list[Path], rows: list[dict[str, str]], root: Path, out: Path, unsure_below: UnsureBelow | None
 ) -> Path:
     """What ``smalldata apply TEACHER --tta true --scales [0.75,1.0] --boundary_width 2 [--unsure_below P]`` writes
     for the rows' images into ``out``: masks and their ``manifest.csv``, which is returned.
@@ -171,7 +178,9 @@ def main() -> None:
     parser.add_argument("--crops", type=int, default=3, help="random crops of each pseudo-labelled tile per epoch")
     parser.add_argument("--crop", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=1, help="teacher + students label again for the next round")
-    parser.add_argument("--unsure_below", type=float, default=None, help="leave unsure pseudo-label pixels unlabelled")
+    parser.add_argument(
+        "--unsure_below", type=probability_or_auto, default=None, help="leave unsure pseudo-label pixels unlabelled"
+    )
     parser.add_argument("--with_students", type=Path, default=None, help="another run's students to average with")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)

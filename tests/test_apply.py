@@ -13,6 +13,7 @@ from PIL import Image
 
 from smalldata_pl.cli import main
 from smalldata_pl.inference import load_predictor
+from smalldata_pl.io.images import class_palette
 
 
 def _last_checkpoint() -> Path:
@@ -98,12 +99,16 @@ def test_apply_segmenter_on_images_larger_than_its_crop(tmp_path):
     mask = Image.open(tmp_path / "out" / "masks" / "large.png")
     assert mask.mode == "P" and mask.size == (70, 90)
     assert set(np.unique(np.asarray(mask)).tolist()) <= {0, 1}
-    assert Image.open(tmp_path / "out" / "overlays" / "large.png").size == (70, 90)
+    # The overlay: the micrograph in grey, each class but the first blended with its palette colour.
+    overlay = np.asarray(Image.open(tmp_path / "out" / "overlays" / "large.png")).astype(np.float64)
+    grey = np.repeat(np.asarray(Image.open(tmp_path / "big" / "large.png"))[:, :, None], 3, axis=2).astype(np.float64)
+    colours = class_palette(2)[np.asarray(mask)]
+    expected = np.where(np.asarray(mask)[:, :, None] > 0, 0.6 * grey + 0.4 * colours, grey)
+    np.testing.assert_allclose(overlay, expected, atol=1)
     with (tmp_path / "out" / "areas.csv").open() as handle:
         (row,) = list(csv.DictReader(handle))
     assert float(row["fraction_grain"]) + float(row["fraction_boundary"]) == pytest.approx(1.0, abs=1e-5)
     assert float(row["fraction_boundary"]) == pytest.approx(np.mean(np.asarray(mask) == 1), abs=1e-5)
-    # Multi-scale: the image also seen at 0.6 x (its own windows there too), the command as the Python predictor.
     # Multi-scale: the image also seen at 0.6 x (its own windows there too), the command as the Python predictor;
     # with --probabilities the class probabilities its mask was decided from, as a float TIFF stack.
     main(["apply", str(_last_checkpoint()), str(tmp_path / "big"), "--out", str(tmp_path / "scaled"), "--scales",

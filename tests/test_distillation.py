@@ -15,8 +15,9 @@ from smalldata_pl.generators.renderers import GrainBoundaryRenderer
 from smalldata_pl.generators.styles import resolve_style
 from smalldata_pl.inference import Predictor, load_predictor
 from smalldata_pl.inference.boundary_maps import thin_boundaries
+from smalldata_pl.inference.unsure import unsure_pixels
 from smalldata_pl.io.images import class_palette, write_label_image
-from smalldata_pl.tasks import MicrographSegmenter
+from smalldata_pl.tasks import MicrographClassifier, MicrographSegmenter
 
 CONFIG = Path(__file__).parents[1] / "configs" / "segmentation" / "grain_boundaries_distilled.yaml"
 
@@ -78,9 +79,30 @@ def test_unsure_pixels_are_those_the_written_class_is_unlikely_for_redrawn_and_f
     interiors = np.r_[0:3, 8:13, 27:40]
     assert np.all(mask[:, interiors] == 0) and not unsure[:, interiors].any()
     assert Predictor(ImageAsBoundaryLogits(), preprocessing).predict(image).unsure is None  # type: ignore[arg-type]
-    for wrong in (0.0, 1.0):
-        with pytest.raises(ValueError, match="between 0 and 1"):
+    for wrong in (0.0, 1.0, "sure"):
+        with pytest.raises(ValueError, match="between 0 and 1, or with 'auto'"):
             Predictor(ImageAsBoundaryLogits(), preprocessing, unsure_below=wrong)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="classifier"):
+        Predictor(MicrographClassifier("test_resnet", num_classes=2), {"in_chans": 1}, unsure_below="auto")
+
+
+def test_auto_unsure_pixels_are_as_many_of_each_class_least_sure_pixels_as_the_model_expects_to_be_wrong():
+    rng = np.random.default_rng(0)
+    boundary = rng.beta(0.5, 0.5, (30, 40))  # soft and sure pixels of both classes
+    probabilities = np.stack([1 - boundary, boundary])
+    mask = (boundary > 0.5).astype(np.int64)
+    mask[:2] = 1 - mask[:2]  # two rows written against the model (a redrawn boundary): least sure of all
+    unsure = unsure_pixels(probabilities, mask, "auto")
+    confidence = np.take_along_axis(probabilities, mask[None], axis=0)[0]
+    assert unsure[:2].all()
+    for label in (0, 1):
+        pixels = mask == label
+        assert unsure[pixels].sum() == round(float((1 - confidence[pixels]).sum()))
+        assert confidence[pixels & unsure].max() <= confidence[pixels & ~unsure].min()
+    assert 0 < unsure.mean() < (confidence < 0.9).mean()  # fewer than a 0.9 threshold leaves out of soft maps
+    sure = np.stack([np.full((8, 8), 0.999), np.full((8, 8), 0.001)])
+    assert not unsure_pixels(sure, np.zeros((8, 8), np.int64), "auto").any()  # expects under half a wrong pixel
+    np.testing.assert_array_equal(unsure_pixels(probabilities, mask, 0.9), confidence < 0.9)
 
 
 @pytest.mark.slow
@@ -126,3 +148,12 @@ def test_apply_writes_thin_pseudo_labels_and_the_distilled_config_trains_a_stude
     (student,) = (tmp_path / "students").rglob("last.ckpt")
     main(["apply", str(teacher), "tiles", "--ensemble", str(student), "--out", "both"])
     assert len(list((tmp_path / "both" / "masks").glob("*.png"))) == 3
+    # With no threshold: as many unsure pixels per tile and class as the teacher expects to be wrong.
+    main(["apply", str(teacher), "tiles", "--boundary_width", "2", "--unsure_below", "auto", "--out", "auto"])
+    for row in rows:
+        written = np.asarray(Image.open(tmp_path / "auto" / row["mask"]))
+        thin = np.asarray(Image.open(tmp_path / "pseudo" / row["mask"]))
+        prediction = plain.predict(row["image"])
+        assert prediction.probabilities is not None
+        expected = unsure_pixels(prediction.probabilities, thin.astype(np.int64), "auto")
+        np.testing.assert_array_equal(written, np.where(expected, 255, thin))

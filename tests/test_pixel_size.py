@@ -18,6 +18,7 @@ from smalldata_pl.datasets.folder import Record, find_records
 from smalldata_pl.datasets.segmentation import MaskRecord
 from smalldata_pl.evaluation.audit import audit_splits
 from smalldata_pl.inference.predictor import Predictor
+from smalldata_pl.io.images import read_image
 from smalldata_pl.io.metadata import read_metadata
 from smalldata_pl.models.unet import sliding_window
 from smalldata_pl.tasks import MicrographSegmenter
@@ -185,6 +186,7 @@ def test_predictor_resamples_crops_and_returns_masks_at_the_image_size(tmp_path)
     first, second = one.predict(path), batched.predict(path)
     assert first.mask is not None and first.mask.shape == (90, 90) and first.tiles == 4  # 45 px at 0.5 µm
     assert second.mask is not None and np.array_equal(first.mask, second.mask)
+    np.testing.assert_array_equal(first.image, read_image(path)[:90])  # what the mask covers: the bar cropped
     array = pattern(0, 40, np.random.default_rng(4))
     with pytest.raises(PixelSizeError, match="--pixel_size"):
         one.predict(array)

@@ -10,6 +10,7 @@ from smalldata_pl.datasets.folder import unlabelled_files
 from smalldata_pl.inference.boundary_maps import EdgeWeight
 from smalldata_pl.inference.predictor import load_predictor
 from smalldata_pl.inference.reports import apply_to_images
+from smalldata_pl.inference.unsure import UnsureBelow
 
 
 @dataclass
@@ -57,8 +58,9 @@ class ApplyOptions:
         unsure_below: Segmenters: write 255 into the mask files where the probability of the mask's class (after
             any redrawing) is below this, e.g. 0.9: pseudo-labels then leave the pixels the model hesitates on
             unlabelled (train on them with ``data.init_args.ignore_value: 255``). Overlays and area fractions
-            keep the decided classes; areas.csv adds the unsure share. ``smalldata measure`` refuses such masks:
-            measure those of a run without it.
+            keep the decided classes; areas.csv adds the unsure share. ``auto``: no threshold; per image and
+            class, as many of the least sure pixels as the model expects to be wrong (the sum of one minus its
+            probability). ``smalldata measure`` refuses such masks: measure those of a run without it.
     """
 
     checkpoint: str
@@ -78,7 +80,7 @@ class ApplyOptions:
     scales: list[float] | None = None
     probabilities: bool = False
     boundary_width: int | None = None
-    unsure_below: float | None = None
+    unsure_below: UnsureBelow | None = None
 
 
 def expand_inputs(inputs: Sequence[str]) -> list[tuple[Path, str]]:

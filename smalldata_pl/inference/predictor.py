@@ -22,6 +22,7 @@ from smalldata_pl.inference.boundary_maps import (
 )
 from smalldata_pl.inference.ensemble import ModelEnsemble, ensemble
 from smalldata_pl.inference.tta import segment, view_logits, views_from_invariances
+from smalldata_pl.inference.unsure import UnsureBelow, check_unsure_below, unsure_pixels
 from smalldata_pl.io.images import read_image, to_unit_float
 from smalldata_pl.models.checkpoint_files import paths_allowed, read_checkpoint
 from smalldata_pl.models.gradcam import gradcam
@@ -55,8 +56,11 @@ class Prediction:
         logits: Classification: the identity view's logits ``[K]`` before any temperature (the mean over tiles
             for tiled models), what temperature scaling is fitted on.
         views: How many test-time augmentation views were averaged (1 without TTA).
-        unsure: Segmentation with ``unsure_below``: ``[H, W]``, ``True`` where the mask's class has a probability
-            below ``unsure_below``, the pixels that pseudo-labels leave unlabelled.
+        unsure: Segmentation with ``unsure_below``: ``[H, W]``, ``True`` where the model is unsure of the mask's
+            class (:func:`~smalldata_pl.inference.unsure.unsure_pixels`), the pixels that pseudo-labels leave
+            unlabelled.
+        image: Segmentation: the image as read, in [0, 1], less any cropped data bar: what the mask covers (kept so
+            that an overlay needs no second read of the file).
     """
 
     source: str
@@ -66,6 +70,7 @@ class Prediction:
     logits: np.ndarray | None = None
     views: int = 1
     unsure: np.ndarray | None = None
+    image: np.ndarray | None = None
 
 
 class Predictor:
@@ -117,13 +122,15 @@ class Predictor:
         unsure_below: Segmenters: mark the pixels whose class in the final mask (after any redrawing) has a
             probability below this as unsure (:attr:`Prediction.unsure`), so that masks used as pseudo-labels
             teach nothing there: where the model hesitates, and where a redrawn boundary disagrees with its
-            decision. ``None`` marks none.
+            decision. ``"auto"``: per image and class, as many of the least sure pixels as the model expects to
+            be wrong (:func:`~smalldata_pl.inference.unsure.unsure_pixels`), no threshold to set. ``None`` marks
+            none.
 
     Raises:
         ValueError: For a temperature that is not positive, or one given to a segmenter; for ``edge_weight``
             neither in [0, 1] nor ``"auto"``; for either boundary option with a model that has no boundary class;
-            for scales that are empty or not positive, or given to a classifier; for ``unsure_below`` outside
-            (0, 1), given to a classifier, or for a model with a class numbered ``UNLABELLED``.
+            for scales that are empty or not positive, or given to a classifier; for ``unsure_below`` neither in
+            (0, 1) nor ``"auto"``, given to a classifier, or for a model with a class numbered ``UNLABELLED``.
     """
 
     def __init__(
@@ -139,7 +146,7 @@ class Predictor:
         close_boundaries: bool = False,
         scales: Sequence[float] = (1.0,),
         boundary_width: int | None = None,
-        unsure_below: float | None = None,
+        unsure_below: UnsureBelow | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -185,11 +192,10 @@ class Predictor:
             raise ValueError(f"scales must be one or more positive zoom factors, got {list(scales)}")
         if not self.segmentation and self.scales != (1.0,):
             raise ValueError("scales zoom a segmenter's input; a classifier resizes to its training image_size")
-        if unsure_below is not None and not (self.segmentation and 0 < unsure_below < 1):
-            raise ValueError(
-                f"unsure_below marks a segmenter's pixels below that probability, between 0 and 1; got {unsure_below} "
-                f"for a {'segmenter' if self.segmentation else 'classifier'}"
-            )
+        if unsure_below is not None and not self.segmentation:
+            raise ValueError("unsure_below marks a segmenter's unsure pixels; this model is a classifier")
+        if unsure_below is not None:
+            check_unsure_below(unsure_below)
         if unsure_below is not None and len(self.class_names) > UNLABELLED:
             raise ValueError(f"unsure_below writes {UNLABELLED} for unsure pixels, a class of this model")
         self.unsure_below = unsure_below
@@ -324,8 +330,10 @@ class Predictor:
             mask = thin_boundaries(mask, per_class, self.boundary_class, self.boundary_width)
         unsure = None
         if self.unsure_below is not None:
-            unsure = np.take_along_axis(per_class, mask[None], axis=0)[0] < self.unsure_below
-        return Prediction(name, probabilities=per_class, mask=mask, tiles=windows, views=len(self.views), unsure=unsure)
+            unsure = unsure_pixels(per_class, mask, self.unsure_below)
+        return Prediction(
+            name, probabilities=per_class, mask=mask, tiles=windows, views=len(self.views), unsure=unsure, image=native
+        )
 
     def _segment_tensor(self, tensor: torch.Tensor) -> tuple[int, torch.Tensor]:
         """Windows used and class probabilities of one normalised image tensor, at its own size."""
@@ -370,7 +378,7 @@ def load_predictor(
     close_boundaries: bool = False,
     scales: Sequence[float] = (1.0,),
     boundary_width: int | None = None,
-    unsure_below: float | None = None,
+    unsure_below: UnsureBelow | None = None,
 ) -> Predictor:
     """A :class:`Predictor` from a smalldata_pl checkpoint alone: no config or DataModule needed.
 
@@ -391,8 +399,8 @@ def load_predictor(
         close_boundaries: Close a boundary segmenter's boundaries into grains by marked watershed.
         scales: Zoom factors a segmenter predicts each image at, probabilities averaged (see :class:`Predictor`).
         boundary_width: Redraw a boundary segmenter's boundaries at this width (see :class:`Predictor`).
-        unsure_below: Mark a segmenter's pixels whose class has a probability below this as unsure (see
-            :class:`Predictor`).
+        unsure_below: Mark a segmenter's pixels whose class has a probability below this as unsure, or with
+            ``"auto"`` as many as it expects to be wrong (see :class:`Predictor`).
 
     Raises:
         ValueError: If a checkpoint carries no preprocessing record or is not an image task, or the checkpoints

@@ -187,13 +187,12 @@ def _write_segmentation(
     Pixels the predictor marked unsure are ``UNLABELLED`` in the mask file (unlabelled where the masks are trained
     on); the overlay and the area fractions show the decided classes there.
     """
-    assert prediction.mask is not None
+    assert prediction.mask is not None and prediction.image is not None
     mask = prediction.mask.astype(np.uint8 if len(class_names) <= 256 else np.uint16)
     target = (out / "masks" / name).with_suffix(".png")
     written = mask if prediction.unsure is None else np.where(prediction.unsure, UNLABELLED, mask).astype(np.uint8)
     write_label_image(target, written, palette)
-    # The mask leaves out a cropped data bar: the overlay shows the micrograph above it.
-    overlay = _overlay(read_image(prediction.source)[: mask.shape[0]], mask, palette)
+    overlay = _overlay(prediction.image, mask, palette)  # the micrograph above any cropped data bar
     write_unit_image((out / "overlays" / name).with_suffix(".png"), overlay / 255.0)
     row: dict[str, object] = {"file": prediction.source, "mask": str(target.relative_to(out))}
     if probabilities:
