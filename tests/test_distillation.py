@@ -157,3 +157,39 @@ def test_apply_writes_thin_pseudo_labels_and_the_distilled_config_trains_a_stude
         assert prediction.probabilities is not None
         expected = unsure_pixels(prediction.probabilities, thin.astype(np.int64), "auto")
         np.testing.assert_array_equal(written, np.where(expected, 255, thin))
+
+
+@pytest.mark.slow
+def test_the_superalloy_distilled_config_trains_a_student_on_apply_masks_and_adapts_it_to_the_labelled_micrographs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.chdir(tmp_path)
+    tiny = ["--model.init_args.backbone", "test_resnet", "--trainer.max_epochs", "1", "--trainer.accelerator", "cpu",
+            "--trainer.enable_progress_bar", "false"]  # fmt: skip
+    synthetic = Path(__file__).parents[1] / "configs" / "segmentation" / "synthetic_pretrain_precipitates.yaml"
+    main([
+        "fit", "-c", str(synthetic), *tiny, "--model.init_args.pretrained", "false",
+        "--data.init_args.train_size", "4", "--data.init_args.val_size", "2", "--data.init_args.image_size", "32",
+        "--trainer.logger.init_args.save_dir", "teacher",
+    ])  # fmt: skip
+    (teacher,) = (tmp_path / "teacher").rglob("last.ckpt")
+    rng = np.random.default_rng(0)
+    for index in range(3):
+        write_image(tmp_path / "micrographs" / f"m{index}.png", rng.integers(0, 255, (48, 48), dtype=np.uint8))
+    main(["apply", str(teacher), "micrographs", "--tta", "true", "--out", "pseudo"])
+    main([
+        "fit", "-c", str(CONFIG.parent / "superalloy_distilled.yaml"), *tiny, "--data.init_args.root", "pseudo",
+        "--model.init_args.init_weights", str(teacher), "--trainer.callbacks.init_args.target_root", "micrographs",
+        "--trainer.callbacks.init_args.image_size", "32", "--trainer.logger.init_args.save_dir", "student",
+        "--data.init_args.crop_size", "32", "--data.init_args.crops_per_image", "1",
+        "--data.init_args.mix_in.init_args.train_size", "4", "--data.init_args.mix_in.init_args.image_size", "32",
+    ])  # fmt: skip
+    (last,) = (tmp_path / "student").rglob("last.ckpt")
+    trained = torch.load(last, weights_only=True)["state_dict"]
+    adapted = torch.load(last.with_name("adabn.ckpt"), weights_only=True)["state_dict"]
+    statistics = [key for key in trained if key.endswith(("running_mean", "running_var"))]
+    assert statistics and all(not torch.equal(trained[key], adapted[key]) for key in statistics)  # AdaBN on the images
+    weights = [key for key in trained if not key.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert all(torch.equal(trained[key], adapted[key]) for key in weights)  # nothing learnt
+    main(["apply", str(last.with_name("adabn.ckpt")), "micrographs", "--tta", "true", "--out", "student_masks"])
+    assert len(list((tmp_path / "student_masks" / "masks").glob("*.png"))) == 3
