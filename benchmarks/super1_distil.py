@@ -24,6 +24,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from tbm_distil import add_student_options
 
 from smalldata_pl.callbacks import AdaptiveBatchNorm
 from smalldata_pl.datamodules import SegmentationFolder, Superalloy, SyntheticPrecipitates
@@ -81,12 +82,7 @@ def main() -> None:
     parser.add_argument("teacher", type=Path, help="a synthetic-only Super1 checkpoint (adabn.ckpt)")
     parser.add_argument("--root", type=Path, default=Path("../shared/data/superalloy"))
     parser.add_argument("--targets", type=Path, default=Path("benchmarks/runs/super1_adapted/targets.csv"))
-    parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--lr", type=float, default=3e-4)
-    parser.add_argument("--crops", type=int, default=3, help="random crops of each pseudo-labelled image per epoch")
-    parser.add_argument("--crop", type=int, default=256)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
+    add_student_options(parser, crop=256, unit="image")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/runs/super1_distil/seed0"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -167,23 +167,29 @@ def distil(
     return students, timings
 
 
+def add_student_options(parser: argparse.ArgumentParser, crop: int, unit: str) -> None:
+    """The second stage's settings, shared with ``super1_distil.py``: epochs, LR, crops per ``unit`` and their size,
+    seed and threads."""
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--crops", type=int, default=3, help=f"random crops of each pseudo-labelled {unit} per epoch")
+    parser.add_argument("--crop", type=int, default=crop)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("channel", type=Path, help="the edge_input: channel member")
     parser.add_argument("only", type=Path, help="the edge_input: only member")
     parser.add_argument("--root", type=Path, default=Path("../shared/data/grain_boundaries_tbm"))
     parser.add_argument("--halves", type=Path, default=Path("benchmarks/runs/tbm_edge_input_60"))
-    parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--lr", type=float, default=3e-4)
-    parser.add_argument("--crops", type=int, default=3, help="random crops of each pseudo-labelled tile per epoch")
-    parser.add_argument("--crop", type=int, default=128)
+    add_student_options(parser, crop=128, unit="tile")
     parser.add_argument("--rounds", type=int, default=1, help="teacher + students label again for the next round")
     parser.add_argument(
         "--unsure_below", type=probability_or_auto, default=None, help="leave unsure pseudo-label pixels unlabelled"
     )
     parser.add_argument("--with_students", type=Path, default=None, help="another run's students to average with")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/runs/tbm_distil"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
