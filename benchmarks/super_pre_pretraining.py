@@ -22,7 +22,8 @@ synthetic encoder and network come from `bash benchmarks/super1_adapted.sh` (its
 synthetic pre-training of `synthetic_pretrain_precipitates.yaml`, then AdaBN on the unlabelled Super1 training
 images; no real label is used). Its ``adabn_frozen_encoder`` run (the ImageNet encoder frozen during synthetic
 training, so only the decoder and head learn from synthetic labels) is another start for ``--inits network``
-through ``--synthetic_checkpoint``.
+through ``--synthetic_checkpoint``, and so is the student of ``super1_distil.py`` (the ``adabn_only`` network
+distilled on its own masks of the unlabelled Super1 training images; still no real label).
 
     python benchmarks/super_pre_pretraining.py --root ../shared/data/superalloy [--inits imagenet,network] [--lr 2e-4]
         [--keep_bn --out benchmarks/runs/pre_pretraining_keep_bn] [--mix_in]
