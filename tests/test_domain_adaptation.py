@@ -13,7 +13,7 @@ from PIL import Image
 from torch import nn
 from typing_extensions import override
 
-from smalldata_pl.callbacks import SelfTraining, adapt_batch_norm
+from smalldata_pl.callbacks import AdaptiveBatchNorm, SelfTraining, adapt_batch_norm
 from smalldata_pl.callbacks.adabn import adapt_to_targets, batch_norm_layers
 from smalldata_pl.cli.main import main
 from smalldata_pl.datamodules import SegmentationFolder, SyntheticGrainBoundaries
@@ -94,6 +94,17 @@ def test_target_style_option_styles_training_images_only(target_folder: Path) ->
 def test_adaptation_options_need_target_images() -> None:
     with pytest.raises(ValueError, match="target_root"):
         SyntheticGrainBoundaries(target_style="fda")
+
+
+def test_target_callbacks_name_their_own_option_when_the_datamodule_has_no_targets() -> None:
+    class PseudoLabels:  # a DataModule with no target_root of its own, e.g. SegmentationFolder
+        pass
+
+    trainer = SimpleNamespace(datamodule=PseudoLabels())
+    for callback in (AdaptiveBatchNorm(), SelfTraining()):
+        message = f"{type(callback).__name__} has no target images and PseudoLabels names none: set the callback's"
+        with pytest.raises(ValueError, match=message):
+            callback.setup(trainer, nn.Identity(), "fit")  # type: ignore[arg-type]
 
 
 def test_adabn_replaces_running_statistics_by_the_targets() -> None:

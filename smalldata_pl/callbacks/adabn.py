@@ -71,11 +71,22 @@ def adapt_batch_norm(model: nn.Module, batches: Iterable[torch.Tensor]) -> int:
     return count
 
 
-def target_records_of(trainer: Trainer, root: str | None, manifest: str | None, limit: int | None) -> list[Record]:
-    """The target images named by a callback, or else by the run's DataModule (its ``target_root``)."""
+def target_records_of(
+    trainer: Trainer, root: str | None, manifest: str | None, limit: int | None, owner: Callback
+) -> list[Record]:
+    """The target images named by the callback ``owner``, or else by the run's DataModule (its ``target_root``).
+
+    Raises:
+        ValueError: If neither names any: the callback's own options are the fix when the DataModule has none.
+    """
     if root is None and manifest is None:
         datamodule = getattr(trainer, "datamodule", None)
-        root, manifest = getattr(datamodule, "target_root", None), getattr(datamodule, "target_manifest", None)
+        if datamodule is None or not hasattr(datamodule, "target_root"):  # e.g. a SegmentationFolder: no fallback
+            raise ValueError(
+                f"{type(owner).__name__} has no target images and {type(datamodule).__name__} names none: set the "
+                "callback's target_root (a folder of unlabelled real images) or target_manifest"
+            )
+        root, manifest = datamodule.target_root, getattr(datamodule, "target_manifest", None)
     return target_records(root, manifest, limit)
 
 
@@ -176,7 +187,7 @@ class AdaptiveBatchNorm(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage not in self.stages:  # a stage it does not adapt needs no target images
             return
-        self.records = target_records_of(trainer, self.target_root, self.target_manifest, self.max_images)
+        self.records = target_records_of(trainer, self.target_root, self.target_manifest, self.max_images, self)
 
     @override
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -105,7 +105,7 @@ class SelfTraining(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != "fit":  # pseudo-labels only join training; validate/test/predict need no target images
             return
-        self.records = target_records_of(trainer, self.target_root, self.target_manifest, self.max_images)
+        self.records = target_records_of(trainer, self.target_root, self.target_manifest, self.max_images, self)
 
     @override
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
