@@ -18,22 +18,19 @@ are scored with 8-view TTA on the Super1 test images, which no decision touched.
 import argparse
 import json
 import time
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from tbm_distil import add_student_options
+from tbm_distil import add_student_options, fine_tune
 
 from smalldata_pl.callbacks import AdaptiveBatchNorm
 from smalldata_pl.datamodules import SegmentationFolder, Superalloy, SyntheticPrecipitates
 from smalldata_pl.datasets.folder import read_manifest
 from smalldata_pl.inference import load_predictor
 from smalldata_pl.inference.reports import apply_to_images
-from smalldata_pl.models.checkpoint_files import paths_allowed
 from smalldata_pl.models.metrics import ClassIoU
-from smalldata_pl.tasks import MicrographSegmenter
 
 
 def fit_student(teacher: Path, manifest: Path, targets: Path, args: argparse.Namespace, folder: Path) -> Path:
@@ -51,19 +48,8 @@ def fit_student(teacher: Path, manifest: Path, targets: Path, args: argparse.Nam
         num_folds=None, crops_per_image=args.crops, batch_size=4, augmentation="micrograph", seed=args.seed,
         mix_in=synthetic,
     )  # fmt: skip
-    with paths_allowed():  # the teacher's callback state holds paths; it holds every weight (pretrained=False)
-        model = MicrographSegmenter.load_from_checkpoint(
-            teacher, map_location="cpu", pretrained=False, optimizer=partial(torch.optim.AdamW, lr=args.lr)
-        )
     adabn = AdaptiveBatchNorm(target_manifest=str(targets), image_size=512, batch_size=4, stages=["fit"])
-    trainer = L.Trainer(
-        max_epochs=args.epochs, accelerator="cpu", logger=False, enable_progress_bar=False,
-        enable_model_summary=False, enable_checkpointing=False, default_root_dir=folder, limit_val_batches=0,
-        callbacks=[adabn],
-    )  # fmt: skip
-    trainer.fit(model, datamodule=data)  # AdaBN runs as the fit ends, before the student is saved
-    trainer.save_checkpoint(path)
-    return path
+    return fine_tune(teacher, data, args, path, [adabn])  # AdaBN runs as the fit ends, before the student is saved
 
 
 def mean_iou(checkpoints: list[Path], test: Any) -> dict[str, Any]:

@@ -45,6 +45,7 @@ The labels are written as ``smalldata apply`` with the ensemble and ``--boundary
 import argparse
 import json
 import time
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,19 @@ def fit_student(checkpoint: Path, manifest: Path, args: argparse.Namespace, fold
         crops_per_image=args.crops, batch_size=8, in_chans=3, augmentation="micrograph", seed=args.seed,
         mix_in=synthetic, ignore_value=None if args.unsure_below is None else UNLABELLED,
     )  # fmt: skip
+    return fine_tune(checkpoint, data, args, path)
+
+
+def fine_tune(
+    checkpoint: Path,
+    data: L.LightningDataModule,
+    args: argparse.Namespace,
+    path: Path,
+    callbacks: Sequence[L.Callback] = (),
+) -> Path:
+    """The second stage, shared with ``super1_distil.py``: ``checkpoint`` fine-tuned on ``data`` at AdamW
+    ``args.lr`` for ``args.epochs`` with no validation, its last epoch saved to ``path`` (after ``callbacks`` have
+    run at the end of the fit)."""
     # Paths: the callback state of the benchmark's own checkpoints holds one. pretrained=False: the checkpoint holds
     # every weight.
     with paths_allowed():
@@ -133,7 +147,8 @@ def fit_student(checkpoint: Path, manifest: Path, args: argparse.Namespace, fold
         )
     trainer = L.Trainer(
         max_epochs=args.epochs, accelerator="cpu", logger=False, enable_progress_bar=False,
-        enable_model_summary=False, enable_checkpointing=False, default_root_dir=folder, limit_val_batches=0,
+        enable_model_summary=False, enable_checkpointing=False, default_root_dir=path.parent, limit_val_batches=0,
+        callbacks=list(callbacks),
     )  # fmt: skip
     trainer.fit(model, datamodule=data)
     trainer.save_checkpoint(path)

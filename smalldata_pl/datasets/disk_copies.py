@@ -98,14 +98,16 @@ def write_augmented(
                 image_name, mask_name = f"images/{stem}_aug{copy}.png", f"masks/{stem}_aug{copy}.png"
                 write_unit_image(out / image_name, augmented["image"])
                 missing = augmented["mask"] == IGNORE_INDEX
-                if missing.any() and ignore_value is None and len(class_names) > UNLABELLED:
+                has_missing = bool(missing.any())
+                if has_missing and ignore_value is None and len(class_names) > UNLABELLED:
                     raise ValueError(
                         f"the augmentation invents mask pixels with no label in copies of {record.mask}, and "
                         f"{UNLABELLED} is one of the {len(class_names)} classes: set data.init_args.ignore_value to "
                         "a value outside them, or use borders that reflect the image (border_mode 4)"
                     )
-                partly_labelled += bool(missing.any())
-                write_label_image(out / mask_name, np.where(missing, unlabelled, augmented["mask"]))
+                partly_labelled += has_missing
+                mask_copy = np.where(missing, unlabelled, augmented["mask"]) if has_missing else augmented["mask"]
+                write_label_image(out / mask_name, mask_copy)
                 source = str(record.image)
                 rows.append({"image": image_name, "mask": mask_name, "group": record.group, "source": source})
             else:

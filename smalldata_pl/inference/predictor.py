@@ -192,12 +192,12 @@ class Predictor:
             raise ValueError(f"scales must be one or more positive zoom factors, got {list(scales)}")
         if not self.segmentation and self.scales != (1.0,):
             raise ValueError("scales zoom a segmenter's input; a classifier resizes to its training image_size")
-        if unsure_below is not None and not self.segmentation:
-            raise ValueError("unsure_below marks a segmenter's unsure pixels; this model is a classifier")
         if unsure_below is not None:
+            if not self.segmentation:
+                raise ValueError("unsure_below marks a segmenter's unsure pixels; this model is a classifier")
             check_unsure_below(unsure_below)
-        if unsure_below is not None and len(self.class_names) > UNLABELLED:
-            raise ValueError(f"unsure_below writes {UNLABELLED} for unsure pixels, a class of this model")
+            if len(self.class_names) > UNLABELLED:
+                raise ValueError(f"unsure_below writes {UNLABELLED} for unsure pixels, a class of this model")
         self.unsure_below = unsure_below
 
     def predict(self, source: str | Path | np.ndarray, pixel_size: float | None = None) -> Prediction:

@@ -47,12 +47,11 @@ def unsure_pixels(probabilities: np.ndarray, mask: np.ndarray, unsure_below: Uns
     confidence = np.take_along_axis(probabilities, mask[None].astype(np.int64), axis=0)[0]
     if unsure_below != "auto":
         return confidence < unsure_below
-    unsure = np.zeros(mask.shape, bool)
-    flat_mask, flat_confidence, flat_unsure = mask.ravel(), confidence.ravel(), unsure.ravel()
-    for label in np.unique(flat_mask):
-        pixels = np.flatnonzero(flat_mask == label)
-        expected_wrong = round(float((1.0 - flat_confidence[pixels].astype(np.float64)).sum()))
-        if expected_wrong:
-            least_sure = np.argsort(flat_confidence[pixels], kind="stable")[:expected_wrong]
-            flat_unsure[pixels[least_sure]] = True
-    return unsure
+    labels, confidence = mask.ravel(), confidence.ravel()
+    unsure = np.zeros(labels.size, bool)
+    for label in np.unique(labels):
+        pixels = np.flatnonzero(labels == label)
+        expected_wrong = round(float((1.0 - confidence[pixels].astype(np.float64)).sum()))
+        least_sure = np.argsort(confidence[pixels], kind="stable")[:expected_wrong]
+        unsure[pixels[least_sure]] = True
+    return unsure.reshape(mask.shape)
