@@ -30,6 +30,12 @@ faint boundaries the teacher hesitates on are not taught as grain, nor is the ba
 With ``--unsure_below auto`` no threshold is set: per tile and class, as many of the least sure pixels as the teacher
 expects to be wrong are left unlabelled (``smalldata apply --unsure_below auto``).
 
+With ``--adabn`` each student is also ended with AdaBN, as ``super1_distil.py`` ends its students: its BatchNorm
+statistics, estimated during the fine-tune over real crops and synthetic images together, are re-estimated on the
+tuning half's whole tiles at native scale (``adapt_to_targets``, the ``AdaptiveBatchNorm`` callback's own step; no
+label, nothing learnt), saved beside it as ``student_adabn.ckpt``, and scored alone (``students adabn``) and
+averaged with the teacher (``both adabn``) beside the rows above.
+
 With ``--with_students DIR`` (the ``--out`` of a run with the same teacher, e.g. one without ``--unsure_below``) the
 run's students are not scored again: they are averaged with DIR's students (``students + other``, four members) and
 with the teacher too (``teacher + all students``, six), and ``results_with_<DIR's name>.json`` is written.
@@ -54,8 +60,9 @@ import lightning as L
 import numpy as np
 import torch
 
+from smalldata_pl.callbacks.adabn import adapt_to_targets
 from smalldata_pl.datamodules import SegmentationFolder, SyntheticGrainBoundaries
-from smalldata_pl.datasets.folder import read_manifest
+from smalldata_pl.datasets.folder import Record, read_manifest
 from smalldata_pl.datasets.segmentation import UNLABELLED
 from smalldata_pl.inference.measurements import read_label_mask
 from smalldata_pl.inference.metallography import score_boundaries
@@ -66,6 +73,7 @@ from smalldata_pl.models.checkpoint_files import paths_allowed
 from smalldata_pl.tasks import MicrographSegmenter
 
 SCALES = (0.75, 1.0)
+TILE = 256  # the TBM tiles' side: AdaBN sees them whole, at the native scale the students were tuned at
 BOUNDARY_WIDTH = 2  # SyntheticGrainBoundaries' default, which the members were trained with
 
 
@@ -127,6 +135,23 @@ def fit_student(checkpoint: Path, manifest: Path, args: argparse.Namespace, fold
         mix_in=synthetic, ignore_value=None if args.unsure_below is None else UNLABELLED,
     )  # fmt: skip
     return fine_tune(checkpoint, data, args, path)
+
+
+def adapt_student(student: Path, rows: list[dict[str, str]], root: Path) -> Path:
+    """The student with AdaBN on the rows' tiles, saved beside it as ``student_adabn.ckpt`` (reused if there)."""
+    path = student.with_name("student_adabn.ckpt")
+    if path.is_file():
+        return path
+    with paths_allowed():
+        model = MicrographSegmenter.load_from_checkpoint(student, map_location="cpu", pretrained=False)
+    records = [Record(root / row["image"], -1, f"target/{Path(row['image']).stem}") for row in rows]
+    # A bare Trainer has no DataModule: the pipeline takes the model's channels and the ImageNet statistics, which
+    # SegmentationFolder normalised the student's crops with.
+    adapt_to_targets(L.Trainer(accelerator="cpu", logger=False), model, records, TILE, batch_size=8)
+    checkpoint = torch.load(student, map_location="cpu", weights_only=False)
+    checkpoint["state_dict"] = model.state_dict()
+    torch.save(checkpoint, path)
+    return path
 
 
 def fine_tune(
@@ -204,6 +229,7 @@ def main() -> None:
     parser.add_argument(
         "--unsure_below", type=probability_or_auto, default=None, help="leave unsure pseudo-label pixels unlabelled"
     )
+    parser.add_argument("--adabn", action="store_true", help="also score the students ended with AdaBN")
     parser.add_argument("--with_students", type=Path, default=None, help="another run's students to average with")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/runs/tbm_distil"))
     args = parser.parse_args()
@@ -239,6 +265,9 @@ def main() -> None:
             }
         else:
             candidates = {"teacher": teacher, "students": students, "both": [*teacher, *students]}
+            if args.adabn:
+                adapted = [adapt_student(student, halves[tune], root) for student in students]
+                candidates |= {"students adabn": adapted, "both adabn": [*teacher, *adapted]}
             if args.rounds > 1:
                 del candidates["teacher"]
         for name, checkpoints in candidates.items():
