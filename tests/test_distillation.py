@@ -160,7 +160,7 @@ def test_apply_writes_thin_pseudo_labels_and_the_distilled_config_trains_a_stude
 
 
 @pytest.mark.slow
-def test_the_superalloy_distilled_config_trains_a_student_on_apply_masks_that_apply_then_runs(
+def test_the_superalloy_distilled_config_trains_a_student_on_apply_masks_and_keeps_its_training_statistics(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     monkeypatch.chdir(tmp_path)
