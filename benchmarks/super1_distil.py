@@ -14,7 +14,7 @@ into its batches would otherwise leave it with synthetic BatchNorm statistics. T
 are scored with 8-view TTA on the Super1 test images, which no decision touched. Writes ``results.json`` under
 ``--out``; the pseudo-labels and the student stay there, so a rerun only scores.
 
-The student is also saved as the fine-tune left it, before its AdaBN (``student_before_adabn.ckpt``), and scored
+The student is also kept as the fine-tune left it, before its AdaBN (``student_before_adabn.ckpt``), and scored
 alone (``before adabn``), so that the final AdaBN is measured, not assumed: ending the TBM students so lowered them.
 Every row is also scored on the Super1 validation images (``validation``), on which a user could decide; there the
 student before AdaBN scored higher on every seed, so ``superalloy_distilled.yaml`` no longer ends with AdaBN.
@@ -28,45 +28,34 @@ from typing import Any
 
 import lightning as L
 import torch
-from tbm_distil import add_student_options, fine_tune
+from tbm_distil import adapt_student, add_student_options, fine_tune
 
-from smalldata_pl.callbacks import AdaptiveBatchNorm
 from smalldata_pl.datamodules import SegmentationFolder, Superalloy, SyntheticPrecipitates
 from smalldata_pl.datasets.folder import read_manifest
+from smalldata_pl.datasets.pseudo_labels import target_records
 from smalldata_pl.inference import load_predictor
 from smalldata_pl.inference.reports import apply_to_images
 from smalldata_pl.models.metrics import ClassIoU
 
 
-class SaveAtFitEnd(L.Callback):
-    """Saves the model to ``path`` as the fit ends; placed before AdaBN, it keeps the student without it."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        trainer.save_checkpoint(self.path)
-
-
 def fit_student(teacher: Path, manifest: Path, targets: Path, args: argparse.Namespace, folder: Path) -> Path:
-    """Fine-tune ``teacher`` on its pseudo-labels with synthetic images mixed in, then AdaBN on the targets (the
-    student before its AdaBN is saved beside it as ``student_before_adabn.ckpt``)."""
-    path = folder / "student.ckpt"
-    if path.is_file():
-        return path
-    L.seed_everything(args.seed, workers=True)
-    synthetic = SyntheticPrecipitates(
-        train_size=128, val_size=1, test_size=1, image_size=args.crop, imaging="sem_se", fresh_each_epoch=True,
-        augmentation="micrograph", batch_size=4, seed=args.seed,
-    )  # fmt: skip
-    data = SegmentationFolder(
-        root=manifest.parent, class_names=["matrix", "secondary", "tertiary"], manifest=manifest, crop_size=args.crop,
-        num_folds=None, crops_per_image=args.crops, batch_size=4, augmentation="micrograph", seed=args.seed,
-        mix_in=synthetic,
-    )  # fmt: skip
-    adabn = AdaptiveBatchNorm(target_manifest=str(targets), image_size=512, batch_size=4, stages=["fit"])
-    # Callbacks end the fit in list order: the plain student is saved, then AdaBN runs, then the student is saved.
-    return fine_tune(teacher, data, args, path, [SaveAtFitEnd(folder / "student_before_adabn.ckpt"), adabn])
+    """Fine-tune ``teacher`` on its pseudo-labels with synthetic images mixed in (``student_before_adabn.ckpt``), then
+    AdaBN on the targets (``student.ckpt``, returned); what is on disk is reused, so an interrupted run resumes."""
+    plain = folder / "student_before_adabn.ckpt"
+    if not plain.is_file():
+        L.seed_everything(args.seed, workers=True)
+        synthetic = SyntheticPrecipitates(
+            train_size=128, val_size=1, test_size=1, image_size=args.crop, imaging="sem_se", fresh_each_epoch=True,
+            augmentation="micrograph", batch_size=4, seed=args.seed,
+        )  # fmt: skip
+        data = SegmentationFolder(
+            root=manifest.parent, class_names=["matrix", "secondary", "tertiary"], manifest=manifest,
+            crop_size=args.crop, num_folds=None, crops_per_image=args.crops, batch_size=4, augmentation="micrograph",
+            seed=args.seed, mix_in=synthetic,
+        )  # fmt: skip
+        fine_tune(teacher, data, args, plain)
+    # The targets as the AdaptiveBatchNorm callback reads them, at the native 512 px the 256 px sliding windows see.
+    return adapt_student(plain, target_records(None, targets), 512, 4, folder / "student.ckpt")
 
 
 def mean_iou(checkpoints: list[Path], test: Any) -> dict[str, Any]:

@@ -137,17 +137,17 @@ def fit_student(checkpoint: Path, manifest: Path, args: argparse.Namespace, fold
     return fine_tune(checkpoint, data, args, path)
 
 
-def adapt_student(student: Path, rows: list[dict[str, str]], root: Path) -> Path:
-    """The student with AdaBN on the rows' tiles, saved beside it as ``student_adabn.ckpt`` (reused if there)."""
-    path = student.with_name("student_adabn.ckpt")
+def adapt_student(student: Path, records: Sequence[Record], image_size: int, batch_size: int, path: Path) -> Path:
+    """The student with AdaBN on the ``records``' images (shorter side scaled to ``image_size``, central square
+    kept), saved as ``path`` (reused if there); shared with ``super1_distil.py``, where it gives the same statistics
+    as the ``AdaptiveBatchNorm`` callback at the end of the fit."""
     if path.is_file():
         return path
     with paths_allowed():
         model = MicrographSegmenter.load_from_checkpoint(student, map_location="cpu", pretrained=False)
-    records = [Record(root / row["image"], -1, f"target/{Path(row['image']).stem}") for row in rows]
-    # A bare Trainer has no DataModule: the pipeline takes the model's channels and the ImageNet statistics, which
-    # SegmentationFolder normalised the student's crops with.
-    adapt_to_targets(L.Trainer(accelerator="cpu", logger=False), model, records, TILE, batch_size=8)
+    # A bare Trainer has no DataModule: the pipeline takes the model's channels and their default (ImageNet-derived)
+    # statistics, which SegmentationFolder normalised the student's crops with.
+    adapt_to_targets(L.Trainer(accelerator="cpu", logger=False), model, records, image_size, batch_size)
     checkpoint = torch.load(student, map_location="cpu", weights_only=False)
     checkpoint["state_dict"] = model.state_dict()
     torch.save(checkpoint, path)
@@ -266,7 +266,11 @@ def main() -> None:
         else:
             candidates = {"teacher": teacher, "students": students, "both": [*teacher, *students]}
             if args.adabn:
-                adapted = [adapt_student(student, halves[tune], root) for student in students]
+                tiles = [Record(root / row["image"], -1, f"target/{Path(row['image']).stem}") for row in halves[tune]]
+                adapted = [
+                    adapt_student(student, tiles, TILE, 8, student.with_name("student_adabn.ckpt"))
+                    for student in students
+                ]
                 candidates |= {"students adabn": adapted, "both adabn": [*teacher, *adapted]}
             if args.rounds > 1:
                 del candidates["teacher"]
