@@ -92,7 +92,7 @@ def test_scalars(run_dir: Path) -> dict[str, float]:
     return {m: v for m, v in final_metrics(run_dir, prefix="test/").items() if m in METRICS}
 
 
-def run_point(
+def point_options(
     root: Path,
     out: Path,
     images: int,
@@ -104,7 +104,8 @@ def run_point(
     lr: float | None = None,
     keep_bn: bool = False,
     mix_in: bool = False,
-) -> dict:
+) -> tuple[list[str], str, str]:
+    """The `smalldata` options of one point, its run name and its split (also used by `super_weight_averaging.py`)."""
     manifest, split = split_manifest(root, out, images, seed)
     name = f"{init}_{images}img_seed{seed}"
     options = [
@@ -125,6 +126,25 @@ def run_point(
         options.append(f"--model.init_args.pretrained={encoder}")
     elif init == "network":
         options.append(f"--model.init_args.init_weights={network}")
+    return options, name, split
+
+
+def run_point(
+    root: Path,
+    out: Path,
+    images: int,
+    seed: int,
+    init: str,
+    encoder: Path,
+    network: Path,
+    max_epochs: int,
+    lr: float | None = None,
+    keep_bn: bool = False,
+    mix_in: bool = False,
+) -> dict:
+    options, name, split = point_options(
+        root, out, images, seed, init, encoder, network, max_epochs, lr, keep_bn, mix_in
+    )
     start = time.perf_counter()
     with (out / f"{name}.log").open("w") as log:
         subprocess.run(

@@ -2,7 +2,7 @@
 
     python benchmarks/tbm_distil.py CHANNEL_CKPT ONLY_CKPT [--halves benchmarks/runs/tbm_edge_input_60]
         [--epochs 15] [--lr 3e-4] [--crops 3] [--rounds 1] [--unsure_below P|auto] [--with_students DIR]
-        [--out benchmarks/runs/tbm_distil]
+        [--another_training CHANNEL_CKPT ONLY_CKPT] [--out benchmarks/runs/tbm_distil]
 
 The teacher is what ``smalldata apply`` runs best on the TBM tiles with no label: the ``edge_input: channel`` and
 ``only`` networks averaged (``--ensemble``), with 8-view TTA and the zooms 0.75 and 1 (``--scales``). For each
@@ -39,6 +39,10 @@ averaged with the teacher (``both adabn``) beside the rows above.
 With ``--with_students DIR`` (the ``--out`` of a run with the same teacher, e.g. one without ``--unsure_below``) the
 run's students are not scored again: they are averaged with DIR's students (``students + other``, four members) and
 with the teacher too (``teacher + all students``, six), and ``results_with_<DIR's name>.json`` is written.
+
+With ``--another_training CHANNEL ONLY`` (the two members of another training seed) the teacher averages both
+trainings' members, four networks, and each of the four is distilled into a student (``channel_2``, ``only_2`` for
+the second training); ``both`` then averages eight.
 
 ``--root`` and ``--halves`` may point at any two halves laid out so, e.g. rendered specimens with known truth from
 ``specimen_halves.py``.
@@ -222,6 +226,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("channel", type=Path, help="the edge_input: channel member")
     parser.add_argument("only", type=Path, help="the edge_input: only member")
+    parser.add_argument(
+        "--another_training",
+        nargs=2,
+        action="append",
+        default=[],
+        type=Path,
+        metavar=("CHANNEL", "ONLY"),
+        help="the two members of another training seed: they join the teacher and are distilled too (repeatable)",
+    )
     parser.add_argument("--root", type=Path, default=Path("../shared/data/grain_boundaries_tbm"))
     parser.add_argument("--halves", type=Path, default=Path("benchmarks/runs/tbm_edge_input_60"))
     add_student_options(parser, crop=128, unit="tile")
@@ -237,6 +250,8 @@ def main() -> None:
     root = args.root.resolve()
     halves = {name: read_half(args.halves, name) for name in ("A", "B")}
     members = [("channel", args.channel), ("only", args.only)]
+    for k, (channel, only) in enumerate(args.another_training, start=2):
+        members += [(f"channel_{k}", channel), (f"only_{k}", only)]
     results: dict[str, Any] = {"settings": {k: str(v) for k, v in vars(args).items()}, "folds": {}}
     predicted: dict[str, list[np.ndarray]] = {}
     truth: list[np.ndarray] = []
