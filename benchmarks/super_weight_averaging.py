@@ -51,8 +51,8 @@ def score(options: list[str], checkpoint: Path, out: Path, name: str) -> dict[st
     for command, suffix in (("validate", "val"), ("test", "test")):
         with (out / f"{name}_{suffix}.log").open("w") as log:
             subprocess.run(
-                ["smalldata", command, *options, f"--trainer.logger.init_args.name={name}_{suffix}",
-                 f"--ckpt_path={checkpoint}"],
+                ["smalldata", command, *options, f"--trainer.logger.init_args.save_dir={out}",
+                 f"--trainer.logger.init_args.name={name}_{suffix}", f"--ckpt_path={checkpoint}"],
                 check=True, stdout=log, stderr=log,
             )  # fmt: skip
     scores["val/miou"] = final_metrics(out / f"{name}_val", prefix="val/")["val/miou"]
