@@ -7,7 +7,8 @@ whole segmenter: the synthetic network or the distilled student, not ImageNet's 
 
 This reads a finished ``super_pre_pretraining.py --inits network --keep_bn`` run (``--run``, the same
 ``--synthetic_checkpoint``): with the BatchNorm statistics kept, start and fine-tune share them exactly, so only the
-learnt weights are averaged (a run whose statistics moved is refused). For each of its fits and each ``alpha`` the
+learnt weights are averaged (a run whose statistics moved is refused; the framework's `average_weights`, which
+`smalldata average-weights` runs). For each of its fits and each ``alpha`` the
 averaged network is scored as the run scored its fits: `smalldata validate` on the Super1 validation images (spot1)
 and `smalldata test` on the test images (spot2). ``alpha`` is chosen per budget by the mean validation mIoU, and the
 chosen one is compared on the test images with the ImageNet fits of ``--imagenet_points`` (a ``points.jsonl`` of the
@@ -30,19 +31,7 @@ import torch
 from super_pre_pretraining import point_options, test_scalars
 
 from smalldata_pl.evaluation.summary import final_metrics
-
-
-def averaged_state(start: dict[str, torch.Tensor], tuned: dict[str, torch.Tensor], alpha: float) -> dict:
-    """``(1 - alpha) * start + alpha * tuned`` for every learnt weight; BatchNorm statistics must be equal."""
-    if start.keys() != tuned.keys():
-        raise ValueError("start and fine-tune have different layers: was the fine-tune started from this start?")
-    state = {}
-    for key, value in tuned.items():
-        if "running_" in key and not torch.equal(value, start[key]):
-            raise ValueError(f"{key} differs between start and fine-tune: fine-tune with the statistics kept")
-        learnt = value.is_floating_point() and "running_" not in key
-        state[key] = torch.lerp(start[key], value, alpha) if learnt else value
-    return state
+from smalldata_pl.models.weight_averaging import average_weights
 
 
 def score(options: list[str], checkpoint: Path, out: Path, name: str) -> dict[str, float]:
@@ -120,7 +109,7 @@ def main() -> None:
                 if (images, seed, alpha) in finished:
                     continue
                 checkpoint = averaged / f"{name}_alpha{alpha:g}.ckpt"
-                torch.save({**tuned, "state_dict": averaged_state(start, tuned["state_dict"], alpha)}, checkpoint)
+                torch.save({**tuned, "state_dict": average_weights(start, tuned["state_dict"], alpha)}, checkpoint)
                 point = {"images": images, "seed": seed, "split": split, "alpha": alpha}
                 point |= score(options, checkpoint, averaged, f"{name}_alpha{alpha:g}")
                 checkpoint.unlink()  # 40 MB each; rebuilt in a second from the two checkpoints kept

@@ -30,6 +30,7 @@ The framework's own commands (run `smalldata COMMAND --help`):
   synth       write procedural micrographs with labels in the real-data layout
   realism     score generator settings: can a classifier tell their images from real ones?
   export-encoder  save a checkpoint's backbone as a weights file for `pretrained:`
+  average-weights  a fine-tune averaged with the checkpoint it started from (WiSE-FT), for 1-2 real images
   lr-find     LR range test that keeps the per-group ratios of the unfreezing plan
   study       learning curves: score vs labelled images per class for several strategies
 """

@@ -9,6 +9,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from smalldata_pl.cli.apply import apply_command
 from smalldata_pl.cli.audit import audit_command
 from smalldata_pl.cli.augment import augment_command
+from smalldata_pl.cli.average_weights import average_weights_command
 from smalldata_pl.cli.calibrate import calibrate_command
 from smalldata_pl.cli.cv import cv_command
 from smalldata_pl.cli.cv_report import cv_report_command
@@ -33,6 +34,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], object]] = {
     "augment": augment_command,
     "synth": synth_command,
     "export-encoder": export_encoder_command,
+    "average-weights": average_weights_command,
     "lr-find": lr_find_command,
     "study": study_command,
     "realism": realism_command,
