@@ -129,22 +129,8 @@ def point_options(
     return options, name, split
 
 
-def run_point(
-    root: Path,
-    out: Path,
-    images: int,
-    seed: int,
-    init: str,
-    encoder: Path,
-    network: Path,
-    max_epochs: int,
-    lr: float | None = None,
-    keep_bn: bool = False,
-    mix_in: bool = False,
-) -> dict:
-    options, name, split = point_options(
-        root, out, images, seed, init, encoder, network, max_epochs, lr, keep_bn, mix_in
-    )
+def run_point(out: Path, options: list[str], name: str) -> dict:
+    """Fit and test one point with its ``point_options``; returns its scores and fit time."""
     start = time.perf_counter()
     with (out / f"{name}.log").open("w") as log:
         subprocess.run(
@@ -160,10 +146,6 @@ def run_point(
             check=True, stdout=log, stderr=log,
         )  # fmt: skip
     return {
-        "init": init,
-        "images": images,
-        "seed": seed,
-        "split": split,
         **test_scalars(out / f"{name}_test"),
         # The last epoch's validation score (the tested checkpoint's): what a user could choose a fine-tune by.
         "val/miou": final_metrics(out / name, prefix="val/")["val/miou"],
@@ -232,19 +214,12 @@ def main() -> None:
             for init in args.inits.split(","):
                 if (init, images, seed) in finished:
                     continue
-                point = run_point(
-                    root,
-                    out,
-                    images,
-                    seed,
-                    init,
-                    encoder,
-                    args.synthetic_checkpoint,
-                    args.max_epochs,
-                    args.lr,
-                    args.keep_bn,
-                    args.mix_in,
-                )
+                options, name, split = point_options(
+                    root, out, images, seed, init, encoder, args.synthetic_checkpoint, args.max_epochs, args.lr,
+                    args.keep_bn, args.mix_in,
+                )  # fmt: skip
+                point = {"init": init, "images": images, "seed": seed, "split": split}
+                point |= run_point(out, options, name)
                 point["machine"] = platform.processor() or platform.machine()
                 print(point, flush=True)
                 with done_file.open("a") as handle:
