@@ -2,8 +2,9 @@
 
 A fine-tune on one or two real images fits them and forgets part of what its start knew. When the start is already a
 whole segmenter (synthetic pre-training, a distilled student), averaging the two weight by weight keeps some of that
-knowledge at no extra training (Wortsman et al., "Robust fine-tuning of zero-shot models", CVPR 2022). Both networks
-lie in one basin, so their average is a working network; a fine-tune from another start is not.
+knowledge at no extra training (Wortsman et al., "Robust fine-tuning of zero-shot models", CVPR 2022). A fine-tune
+stays near its start, so the two can be averaged; a network it did not start from is elsewhere, and averaging with it
+gives no working network.
 """
 
 from collections.abc import Mapping
