@@ -7,7 +7,7 @@ whole segmenter: the synthetic network or the distilled student, not ImageNet's 
 
 This reads a finished ``super_pre_pretraining.py --inits network --keep_bn`` run (``--run``, the same
 ``--synthetic_checkpoint``): with the BatchNorm statistics kept, start and fine-tune share them exactly, so only the
-learnt weights are averaged (a run whose statistics moved is refused; the framework's `average_weights`, which
+learnt weights are averaged (a run whose statistics moved is refused; the framework's `average_checkpoints`, which
 `smalldata average-weights` runs). For each of its fits and each ``alpha`` the
 averaged network is scored as the run scored its fits: `smalldata validate` on the Super1 validation images (spot1)
 and `smalldata test` on the test images (spot2). ``alpha`` is chosen per budget by the mean validation mIoU, and the
@@ -27,11 +27,10 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
-import torch
 from super_pre_pretraining import point_options, test_scalars
 
 from smalldata_pl.evaluation.summary import final_metrics
-from smalldata_pl.models.weight_averaging import average_weights
+from smalldata_pl.models.weight_averaging import average_checkpoints
 
 
 def score(options: list[str], checkpoint: Path, out: Path, name: str) -> dict[str, float]:
@@ -92,7 +91,6 @@ def main() -> None:
     root, out = args.root.resolve(), args.run
     averaged = out / "averaged"
     averaged.mkdir(exist_ok=True)
-    start = torch.load(args.synthetic_checkpoint, map_location="cpu", weights_only=False)["state_dict"]
     done_file = out / "averaged.jsonl"
     done = [json.loads(line) for line in done_file.read_text().splitlines()] if done_file.is_file() else []
     finished = {(p["images"], p["seed"], p["alpha"]) for p in done}
@@ -102,17 +100,15 @@ def main() -> None:
             options, name, split = point_options(
                 root, out, images, seed, "network", Path(), args.synthetic_checkpoint, 30, keep_bn=True
             )
-            tuned = torch.load(
-                out / name / "version_0" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False
-            )
+            tuned = out / name / "version_0" / "checkpoints" / "last.ckpt"
             for alpha in (float(a) for a in args.alphas.split(",")):
                 if (images, seed, alpha) in finished:
                     continue
                 checkpoint = averaged / f"{name}_alpha{alpha:g}.ckpt"
-                torch.save({**tuned, "state_dict": average_weights(start, tuned["state_dict"], alpha)}, checkpoint)
+                average_checkpoints(args.synthetic_checkpoint, tuned, alpha, checkpoint)
                 point = {"images": images, "seed": seed, "split": split, "alpha": alpha}
                 point |= score(options, checkpoint, averaged, f"{name}_alpha{alpha:g}")
-                checkpoint.unlink()  # 40 MB each; rebuilt in a second from the two checkpoints kept
+                checkpoint.unlink()  # 40 MB each; rebuilt in seconds from the two checkpoints kept
                 print(point, flush=True)
                 with done_file.open("a") as handle:
                     handle.write(json.dumps(point) + "\n")

@@ -18,14 +18,25 @@ from smalldata_pl.models.checkpoint_files import read_checkpoint
 KEEP_BN_OVERLAY = "configs/overlays/keep_pretrained_bn.yaml"
 
 
-def layer_mismatch(start: Mapping[str, torch.Tensor], tuned: Mapping[str, torch.Tensor]) -> list[str]:
-    """Tensors that one network has and the other lacks, or has in another shape."""
-    return sorted(set(start) ^ set(tuned)) or [k for k in tuned if start[k].shape != tuned[k].shape]
+class MismatchedLayers(ValueError):
+    """The two networks differ in their tensors' names or shapes (``keys``: those tensors)."""
+
+    def __init__(self, keys: list[str]) -> None:
+        super().__init__(f"the two networks differ in {len(keys)} tensors, e.g. {keys[0]}")
+        self.keys = keys
 
 
-def moved_statistics(start: Mapping[str, torch.Tensor], tuned: Mapping[str, torch.Tensor]) -> list[str]:
-    """BatchNorm running statistics that the fine-tune changed."""
-    return [k for k in tuned if "running_" in k and not torch.equal(tuned[k], start[k])]
+class MovedStatistics(ValueError):
+    """The fine-tune re-estimated BatchNorm running statistics (``keys``: those statistics)."""
+
+    def __init__(self, keys: list[str]) -> None:
+        super().__init__(f"the two networks differ in {len(keys)} BatchNorm statistics, e.g. {keys[0]}")
+        self.keys = keys
+
+
+def is_statistic(key: str) -> bool:
+    """Whether ``key`` names a BatchNorm running statistic (``running_mean``, ``running_var``)."""
+    return "running_" in key
 
 
 def average_weights(
@@ -42,18 +53,20 @@ def average_weights(
         alpha: Weight of the fine-tune, in (0, 1]; 1 returns the fine-tune.
 
     Raises:
-        ValueError: If ``alpha`` is out of range, the two differ in layers or shapes, or their statistics differ.
+        ValueError: If ``alpha`` is out of range.
+        MismatchedLayers: If the two differ in tensors or shapes.
+        MovedStatistics: If their BatchNorm statistics differ.
     """
     if not 0.0 < alpha <= 1.0:
         raise ValueError(f"alpha is the fine-tune's weight, in (0, 1]; got {alpha}")
-    if mismatch := layer_mismatch(start, tuned):
-        raise ValueError(f"the two networks differ in {len(mismatch)} tensors, e.g. {mismatch[0]}")
-    if moved := moved_statistics(start, tuned):
-        raise ValueError(f"the two networks differ in {len(moved)} BatchNorm statistics, e.g. {moved[0]}")
+    if mismatch := sorted(set(start) ^ set(tuned)) or [k for k in tuned if start[k].shape != tuned[k].shape]:
+        raise MismatchedLayers(mismatch)
+    if moved := [k for k in tuned if is_statistic(k) and not torch.equal(tuned[k], start[k])]:
+        raise MovedStatistics(moved)
     return {
         # Statistics are equal (checked); integer buffers such as num_batches_tracked are the fine-tune's.
         key: torch.lerp(start[key].to(value.dtype), value, alpha)
-        if value.is_floating_point() and "running_" not in key
+        if value.is_floating_point() and not is_statistic(key)
         else value
         for key, value in tuned.items()
     }
@@ -70,20 +83,21 @@ def average_checkpoints(start: Path, tuned: Path, alpha: float, out: Path) -> Pa
     """
     tuned_checkpoint = read_checkpoint(tuned)
     start_checkpoint = read_checkpoint(start)
-    start_state = start_checkpoint.get("state_dict", start_checkpoint)
-    tuned_state = tuned_checkpoint["state_dict"]
-    if mismatch := layer_mismatch(start_state, tuned_state):
+    try:
+        state = average_weights(
+            start_checkpoint.get("state_dict", start_checkpoint), tuned_checkpoint["state_dict"], alpha
+        )
+    except MismatchedLayers as error:
         raise ValueError(
-            f"cannot average {tuned} with {start}: they differ in {len(mismatch)} tensors (e.g. {mismatch[0]}); "
+            f"cannot average {tuned} with {start}: they differ in {len(error.keys)} tensors (e.g. {error.keys[0]}); "
             f"average a fine-tune with the checkpoint it started from (--model.init_args.init_weights)"
-        )
-    if moved := moved_statistics(start_state, tuned_state):
+        ) from error
+    except MovedStatistics as error:
         raise ValueError(
-            f"cannot average {tuned} with {start}: the fine-tune re-estimated {len(moved)} BatchNorm statistics "
-            f"(e.g. {moved[0]}), which averaged weights would not match; fine-tune from {start} again with "
+            f"cannot average {tuned} with {start}: the fine-tune re-estimated {len(error.keys)} BatchNorm statistics "
+            f"(e.g. {error.keys[0]}), which averaged weights would not match; fine-tune from {start} again with "
             f"-c {KEEP_BN_OVERLAY} (statistics kept), then average"
-        )
-    state = average_weights(start_state, tuned_state, alpha)
+        ) from error
     with atomic_path(out) as temporary:
         torch.save({**tuned_checkpoint, "state_dict": state}, temporary)
     return out
