@@ -23,7 +23,8 @@ synthetic pre-training of `synthetic_pretrain_precipitates.yaml`, then AdaBN on 
 images; no real label is used). Its ``adabn_frozen_encoder`` run (the ImageNet encoder frozen during synthetic
 training, so only the decoder and head learn from synthetic labels) is another start for ``--inits network``
 through ``--synthetic_checkpoint``, and so is the student of ``super1_distil.py`` (the ``adabn_only`` network
-distilled on its own masks of the unlabelled Super1 training images; still no real label).
+distilled on its own masks of the unlabelled Super1 training images; still no real label), whose encoder
+``--inits synthetic`` exports from the same ``--synthetic_checkpoint``.
 
     python benchmarks/super_pre_pretraining.py --root ../shared/data/superalloy [--inits imagenet,network] [--lr 2e-4]
         [--keep_bn --out benchmarks/runs/pre_pretraining_keep_bn] [--mix_in]
