@@ -2,7 +2,7 @@
 
     python benchmarks/tbm_distil.py CHANNEL_CKPT ONLY_CKPT [--halves benchmarks/runs/tbm_edge_input_60]
         [--epochs 15] [--lr 3e-4] [--crops 3] [--rounds 1] [--unsure_below P|auto] [--with_students DIR]
-        [--another_training CHANNEL_CKPT ONLY_CKPT] [--out benchmarks/runs/tbm_distil]
+        [--another_training CHANNEL_CKPT ONLY_CKPT] [--zoom_out] [--out benchmarks/runs/tbm_distil]
 
 The teacher is what ``smalldata apply`` runs best on the TBM tiles with no label: the ``edge_input: channel`` and
 ``only`` networks averaged (``--ensemble``), with 8-view TTA and the zooms 0.75 and 1 (``--scales``). For each
@@ -44,6 +44,11 @@ With ``--another_training CHANNEL ONLY`` (the two members of another training se
 trainings' members, four networks, and each of the four is distilled into a student (``channel_2``, ``only_2`` for
 the second training); ``both`` then averages eight.
 
+With ``--zoom_out`` the students see the real crops at the zooms they are scored at: each crop is cut
+``crop / 0.75`` px wide and resized to ``crop`` at a random zoom between 0.75 and 1 (``RandomResizedCrop`` after the
+``micrograph`` augmentation, square, uniform in area), where the plain recipe cuts them at native scale only while the
+teacher's labels and every score come from the zooms 0.75 and 1. The synthetic images mixed in are unchanged.
+
 ``--root`` and ``--halves`` may point at any two halves laid out so, e.g. rendered specimens with known truth from
 ``specimen_halves.py``.
 
@@ -54,12 +59,14 @@ The labels are written as ``smalldata apply`` with the ensemble and ``--boundary
 
 import argparse
 import json
+import math
 import time
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import albumentations as A
 import lightning as L
 import numpy as np
 import torch
@@ -75,6 +82,7 @@ from smalldata_pl.inference.reports import apply_to_images
 from smalldata_pl.inference.unsure import UnsureBelow
 from smalldata_pl.models.checkpoint_files import paths_allowed
 from smalldata_pl.tasks import MicrographSegmenter
+from smalldata_pl.transforms.augmentation import micrograph_preset
 
 SCALES = (0.75, 1.0)
 TILE = 256  # the TBM tiles' side: AdaBN sees them whole, at the native scale the students were tuned at
@@ -122,6 +130,20 @@ def scored(label: str, masks: list[np.ndarray], truth: list[np.ndarray]) -> dict
     return score.as_dict()
 
 
+def real_crops(crop: int, zoom_out: bool) -> tuple[int, str | dict[str, Any]]:
+    """The window cut from each pseudo-labelled tile and the augmentation that makes it a ``crop`` px crop.
+
+    Plain: ``crop`` px at native scale with the ``micrograph`` preset. With ``zoom_out``: a ``crop / min(SCALES)``
+    window, the preset, then a square ``RandomResizedCrop`` to ``crop`` whose area share runs from
+    ``(crop / window)²`` (zoom 1) to the whole window (zoom ``min(SCALES)``), in Albumentations' serialised form.
+    """
+    if not zoom_out:
+        return crop, "micrograph"
+    window = math.ceil(crop / min(SCALES))
+    zoom = A.RandomResizedCrop((crop, crop), scale=((crop / window) ** 2, 1.0), ratio=(1.0, 1.0), p=1.0)
+    return window, A.to_dict(A.Compose([*micrograph_preset().transforms, zoom]))
+
+
 def fit_student(checkpoint: Path, manifest: Path, args: argparse.Namespace, folder: Path) -> Path:
     """Fine-tune the member ``checkpoint`` on the pseudo-labelled crops with synthetic images mixed in (a student
     already in ``folder`` is reused, so an interrupted run resumes)."""
@@ -129,13 +151,14 @@ def fit_student(checkpoint: Path, manifest: Path, args: argparse.Namespace, fold
     if path.is_file():
         return path
     L.seed_everything(args.seed, workers=True)
+    window, augmentation = real_crops(args.crop, args.zoom_out)
     synthetic = SyntheticGrainBoundaries(
         train_size=128, val_size=1, image_size=args.crop, imaging="optical", fresh_each_epoch=True, batch_size=8,
         in_chans=3, style="tint_etched", seed=args.seed,
     )  # fmt: skip
     data = SegmentationFolder(
-        root=manifest.parent, class_names=["grain", "boundary"], manifest=manifest, crop_size=args.crop, num_folds=None,
-        crops_per_image=args.crops, batch_size=8, in_chans=3, augmentation="micrograph", seed=args.seed,
+        root=manifest.parent, class_names=["grain", "boundary"], manifest=manifest, crop_size=window, num_folds=None,
+        crops_per_image=args.crops, batch_size=8, in_chans=3, augmentation=augmentation, seed=args.seed,
         mix_in=synthetic, ignore_value=None if args.unsure_below is None else UNLABELLED,
     )  # fmt: skip
     return fine_tune(checkpoint, data, args, path)
@@ -243,6 +266,9 @@ def main() -> None:
         "--unsure_below", type=probability_or_auto, default=None, help="leave unsure pseudo-label pixels unlabelled"
     )
     parser.add_argument("--adabn", action="store_true", help="also score the students ended with AdaBN")
+    parser.add_argument(
+        "--zoom_out", action="store_true", help="real crops at a random zoom in [0.75, 1], the zooms scored at"
+    )
     parser.add_argument("--with_students", type=Path, default=None, help="another run's students to average with")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/runs/tbm_distil"))
     args = parser.parse_args()
