@@ -161,21 +161,7 @@ def fit_student(checkpoint: Path, manifest: Path, args: argparse.Namespace, fold
         crops_per_image=args.crops, batch_size=8, in_chans=3, augmentation=augmentation, seed=args.seed,
         mix_in=synthetic, ignore_value=None if args.unsure_below is None else UNLABELLED,
     )  # fmt: skip
-    fine_tune(checkpoint, data, args, path)
-    if window != args.crop:
-        record_trained_side(path, args.crop)
-    return path
-
-
-def record_trained_side(path: Path, side: int) -> None:
-    """Record ``side`` as the checkpoint's training crop: the zoomed windows were resized to it by the augmentation.
-
-    The preprocessing record takes the crop from ``crop_size``, the window cut before the augmentation; a predictor
-    slides windows of the side the network was trained on, and an ensemble needs its members to agree on it.
-    """
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    checkpoint["preprocessing"]["crop_size"] = side
-    torch.save(checkpoint, path)
+    return fine_tune(checkpoint, data, args, path)
 
 
 def adapt_student(student: Path, records: Sequence[Record], image_size: int, batch_size: int, path: Path) -> Path:

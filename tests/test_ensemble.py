@@ -100,7 +100,8 @@ def test_apply_and_export_average_an_ensemble_and_refuse_checkpoints_of_other_pr
 
 def test_a_segmenter_trained_on_real_crops_joins_one_trained_on_synthetic_images_of_the_same_window(tmp_path: Path):
     """Segmenters apply at the image's own scale: a synthetic model's image_size and a folder model's crop_size of
-    the same side both only set the window, so the two make an ensemble (a distilled student beside its teacher)."""
+    the same side both only set the window, so the two make an ensemble (a distilled student beside its teacher).
+    A folder model whose augmentation zooms larger crops down to that side was trained on it too, and joins them."""
     rng = np.random.default_rng(0)
     rows = ["image,mask"]
     for index in range(4):
@@ -112,8 +113,12 @@ def test_a_segmenter_trained_on_real_crops_joins_one_trained_on_synthetic_images
     (tmp_path / "real" / "manifest.csv").write_text("\n".join(rows) + "\n")
     synthetic = SyntheticGrainBoundaries(train_size=4, val_size=2, image_size=32, batch_size=4)
     folder = SegmentationFolder(tmp_path / "real", ["grain", "boundary"], num_folds=None, crop_size=32, batch_size=4)
+    zoom = [{"RandomResizedCrop": {"size": [32, 32], "scale": [0.64, 1.0], "ratio": [1.0, 1.0]}}]
+    zoomed = SegmentationFolder(
+        tmp_path / "real", ["grain", "boundary"], num_folds=None, crop_size=40, batch_size=4, augmentation=zoom
+    )
     checkpoints = []
-    for name, data in (("synthetic", synthetic), ("real", folder)):
+    for name, data in (("synthetic", synthetic), ("real", folder), ("zoomed", zoomed)):
         model = MicrographSegmenter("test_resnet", class_names=["grain", "boundary"], boundary_class=1)
         trainer = L.Trainer(
             max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
@@ -122,6 +127,8 @@ def test_a_segmenter_trained_on_real_crops_joins_one_trained_on_synthetic_images
         trainer.fit(model, datamodule=data)
         trainer.save_checkpoint(tmp_path / f"{name}.ckpt")
         checkpoints.append(tmp_path / f"{name}.ckpt")
+    # The zoomed model cut 40 px crops and saw 32 px ones: its record says what it saw.
+    assert torch.load(checkpoints[2], weights_only=True)["preprocessing"]["crop_size"] == 32
     image = tmp_path / "real" / "0.png"
     mean = np.mean([load_predictor(c).predict(image).probabilities for c in checkpoints], axis=0)
     np.testing.assert_allclose(load_predictor(checkpoints).predict(image).probabilities, mean, atol=1e-5)

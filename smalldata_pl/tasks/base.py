@@ -150,6 +150,10 @@ class TransferModule(LightningModule):
             value = getattr(data, key, None)
             if value is not None:
                 info[key] = value
+        # A zoom that resizes each crop makes the network see another side than the crop cut from the image.
+        trained_crop = getattr(data, "trained_crop_size", None)
+        if trained_crop is not None:
+            info["crop_size"] = trained_crop
         for key in ("mean", "std"):
             if getattr(data, key, None) is not None:
                 info[key] = [float(v) for v in getattr(data, key)]
