@@ -179,11 +179,11 @@ class SegmentationFolder(MicrographDataModule):
 
         It is ``crop_size`` unless the augmentation resizes the crops (a zoom such as ``RandomResizedCrop`` to another
         size). Checkpoints record it as the training crop, the window ``apply`` slides over larger images and that the
-        members of an ensemble must share. Read from the first training sample, a pure function of the seed.
+        members of an ensemble must share. Read from the first training sample (epoch 0), a pure function of the seed.
         """
         if self.train_dataset is None:
             return None
-        return int(self.train_dataset[(0, 0)]["image"].shape[-1])
+        return int(self.train_dataset[0]["image"].shape[-1])
 
     def _crop_and_augment(self) -> A.Compose:
         """The training transform: a random ``crop_size`` crop, then the training augmentation."""
