@@ -46,26 +46,22 @@ def chosen_alpha(averaged: list[dict], images: int) -> float:
     return max(by_alpha, key=lambda alpha: float(np.mean(by_alpha[alpha])))
 
 
-def scores(run: Path) -> dict[int, dict[str, dict[int, float]]]:
-    """``images -> start -> seed -> test mIoU`` for the starts of :data:`STARTS` found in ``run``."""
+def scores(run: Path) -> tuple[dict[int, dict[str, dict[int, float]]], dict[int, float]]:
+    """``images -> start -> seed -> test mIoU`` for the starts of :data:`STARTS` found in ``run``, and the chosen
+    alpha of each budget the ``averaged`` start was drawn at."""
     found: dict[int, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
     for point in read_points(run / "points.jsonl"):
         found[point["images"]][point["init"]][point["seed"]] = point["test/miou"]
+    alphas: dict[int, float] = {}
     averaged_file = run / "averaged.jsonl"
     if averaged_file.is_file():
         averaged = read_points(averaged_file)
         for images in {p["images"] for p in averaged}:
-            alpha = chosen_alpha(averaged, images)
-            for point in averaged:
-                if point["images"] == images and point["alpha"] == alpha:
-                    found[images][f"averaged (alpha {alpha:g})"][point["seed"]] = point["test/miou"]
-    return found
-
-
-def label_of(start: str) -> str:
-    if start.startswith("averaged"):
-        return STARTS["averaged"] + start.removeprefix("averaged")
-    return STARTS[start]
+            alphas[images] = chosen_alpha(averaged, images)
+        for point in averaged:
+            if point["alpha"] == alphas[point["images"]]:
+                found[point["images"]]["averaged"][point["seed"]] = point["test/miou"]
+    return found, alphas
 
 
 def main() -> None:
@@ -73,11 +69,11 @@ def main() -> None:
     parser.add_argument("--run", type=Path, default=HERE / "runs" / "pre_pretraining_student_no_adabn")
     parser.add_argument("--out", type=Path, default=HERE / "super_pre_pretraining.png")
     args = parser.parse_args()
-    found = scores(args.run)
+    found, alphas = scores(args.run)
     budgets = sorted(found)
     figure, all_axes = plt.subplots(1, len(budgets), figsize=(5.5 * len(budgets), 4.2), squeeze=False)
     for axes, images in zip(all_axes[0], budgets, strict=True):
-        order = sorted(found[images], key=lambda s: list(STARTS).index(s.split(" ")[0]))
+        order = [start for start in STARTS if start in found[images]]
         seeds = sorted(set.intersection(*(set(found[images][s]) for s in order)))
         for seed in seeds:
             axes.plot(range(len(order)), [found[images][s][seed] for s in order], color="0.75", zorder=1)
@@ -87,7 +83,8 @@ def main() -> None:
             axes.hlines(np.mean(values), x - 0.2, x + 0.2, color="black", zorder=3)
         imagenet = float(np.mean([found[images]["imagenet"][seed] for seed in seeds]))
         axes.axhline(imagenet, color="tab:blue", linestyle=":", linewidth=1, zorder=0)
-        axes.set_xticks(range(len(order)), [label_of(s) for s in order], fontsize=8)
+        labels = [STARTS[s] + (f" (alpha {alphas[images]:g})" if s == "averaged" else "") for s in order]
+        axes.set_xticks(range(len(order)), labels, fontsize=8)
         axes.set_title(f"{images} real training image{'s' if images > 1 else ''} ({len(seeds)} seeds)")
         axes.set_ylabel("test mIoU (Super1 spot2)")
         axes.grid(axis="y", alpha=0.3)

@@ -101,6 +101,7 @@ class SegmentationFolder(MicrographDataModule):
         self.records = self._resolved(read_mask_manifest(self.manifest, self.root))
         self.split = "group"
         self._image_sizes: dict[MaskRecord, tuple[int, int]] = {}  # records already checked: setup runs per stage
+        self._trained_crop_size: int | None = None  # read once: it depends on crop_size and augmentation only
         held_out = Path(test_manifest).expanduser() if test_manifest else None
         self.held_out = self._resolved(read_mask_manifest(held_out, held_out.parent)) if held_out else None
         self.unlabelled = resolve_image_set(predict_root, predict_manifest, "predict")
@@ -179,11 +180,12 @@ class SegmentationFolder(MicrographDataModule):
 
         It is ``crop_size`` unless the augmentation resizes the crops (a zoom such as ``RandomResizedCrop`` to another
         size). Checkpoints record it as the training crop, the window ``apply`` slides over larger images and that the
-        members of an ensemble must share. Read from the first training sample (epoch 0), a pure function of the seed.
+        members of an ensemble must share. Read once, from the first training sample (epoch 0), a pure function of the
+        seed, since every checkpoint written asks for it.
         """
-        if self.train_dataset is None:
-            return None
-        return int(self.train_dataset[0]["image"].shape[-1])
+        if self._trained_crop_size is None and self.train_dataset is not None:
+            self._trained_crop_size = int(self.train_dataset[0]["image"].shape[-1])
+        return self._trained_crop_size
 
     def _crop_and_augment(self) -> A.Compose:
         """The training transform: a random ``crop_size`` crop, then the training augmentation."""
