@@ -2,7 +2,7 @@
 
     python benchmarks/tbm_distil.py CHANNEL_CKPT ONLY_CKPT [--halves benchmarks/runs/tbm_edge_input_60]
         [--epochs 15] [--lr 3e-4] [--crops 3] [--rounds 1] [--unsure_below P|auto] [--with_students DIR]
-        [--another_training CHANNEL_CKPT ONLY_CKPT] [--zoom_out] [--out benchmarks/runs/tbm_distil]
+        [--another_training CHANNEL_CKPT ONLY_CKPT] [--zoom_out] [--hysteresis LOW] [--out benchmarks/runs/tbm_distil]
 
 The teacher is what ``smalldata apply`` runs best on the TBM tiles with no label: the ``edge_input: channel`` and
 ``only`` networks averaged (``--ensemble``), with 8-view TTA and the zooms 0.75 and 1 (``--scales``). For each
@@ -49,6 +49,12 @@ With ``--zoom_out`` the students see the real crops at the zooms they are scored
 ``micrograph`` augmentation, square, uniform in area), where the plain recipe cuts them at native scale only while the
 teacher's labels and every score come from the zooms 0.75 and 1. The synthetic images mixed in are unchanged.
 
+With ``--hysteresis LOW`` every row is also scored with Canny's hysteresis on the same probability maps
+(:func:`grow_boundaries`): boundary pixels at or above ``LOW`` join a decided boundary they connect to. It lost on
+TBM (benchmarks/README.md), so it stays here and is no option of ``smalldata apply``. The rows get `` hysteresis``
+appended and the run writes ``results_hysteresis.json``; students already in ``--out``
+are reused, so a finished run's members are scored again without training.
+
 ``--root`` and ``--halves`` may point at any two halves laid out so, e.g. rendered specimens with known truth from
 ``specimen_halves.py``.
 
@@ -70,6 +76,7 @@ import albumentations as A
 import lightning as L
 import numpy as np
 import torch
+from skimage.measure import label
 
 from smalldata_pl.callbacks.adabn import adapt_to_targets
 from smalldata_pl.datamodules import SegmentationFolder, SyntheticGrainBoundaries
@@ -97,10 +104,27 @@ def read_half(halves: Path, name: str) -> list[dict[str, str]]:
     return read_manifest(halves / f"labels_{name}.csv", ("image", "mask", "group"))
 
 
-def segment(checkpoints: list[Path], rows: list[dict[str, str]], root: Path) -> list[np.ndarray]:
-    """Class masks of the rows' images, as ``smalldata apply --tta true --scales [0.75,1.0] --ensemble`` makes them."""
+def grow_boundaries(mask: np.ndarray, probabilities: np.ndarray, boundary: int, weak_above: float) -> np.ndarray:
+    """``mask`` with every pixel whose ``boundary`` probability is at least ``weak_above`` added to the boundary where
+    its 8-connected run of such pixels reaches a decided boundary pixel (hysteresis; the decision is the strong
+    threshold)."""
+    strong = mask == boundary
+    runs = label(strong | (probabilities[boundary] >= weak_above), connectivity=2)
+    reached = np.unique(runs[strong])
+    grown = mask.copy()
+    grown[np.isin(runs, reached[reached > 0])] = boundary
+    return grown
+
+
+def segment(
+    checkpoints: list[Path], rows: list[dict[str, str]], root: Path, hysteresis: float | None = None
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Class masks of the rows' images, as ``smalldata apply --tta true --scales [0.75,1.0] --ensemble`` makes them,
+    and (empty without ``hysteresis``) as ``--hysteresis`` grows them from the same probabilities."""
     predictor = load_predictor(checkpoints, tta=True, scales=SCALES)
-    return [predictor.predict(root / row["image"]).mask for row in rows]
+    predictions = [predictor.predict(root / row["image"]) for row in rows]
+    grown = [] if hysteresis is None else [grow_boundaries(p.mask, p.probabilities, 1, hysteresis) for p in predictions]
+    return [p.mask for p in predictions], grown
 
 
 def write_pseudo_labels(
@@ -269,6 +293,7 @@ def main() -> None:
     parser.add_argument(
         "--zoom_out", action="store_true", help="real crops at a random zoom in [0.75, 1], the zooms scored at"
     )
+    parser.add_argument("--hysteresis", type=float, default=None, help="also score every row with this low threshold")
     parser.add_argument("--with_students", type=Path, default=None, help="another run's students to average with")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/runs/tbm_distil"))
     args = parser.parse_args()
@@ -316,9 +341,11 @@ def main() -> None:
             if args.rounds > 1:
                 del candidates["teacher"]
         for name, checkpoints in candidates.items():
-            masks = [mask == 1 for mask in segment(checkpoints, scored_rows, root)]
-            predicted.setdefault(prefix + name, []).extend(masks)
-            fold[prefix + name] = scored(f"{tune}->{evaluate} {prefix}{name}", masks, fold_truth)
+            decided, grown = segment(checkpoints, scored_rows, root, args.hysteresis)
+            for row, masks in ((prefix + name, decided), (f"{prefix}{name} hysteresis", grown)):
+                if masks:
+                    predicted.setdefault(row, []).extend(mask == 1 for mask in masks)
+                    fold[row] = scored(f"{tune}->{evaluate} {row}", predicted[row][-len(masks) :], fold_truth)
         results["folds"][f"{tune}_to_{evaluate}"] = fold
     for name, masks in predicted.items():
         results[name] = scored(f"pooled {name}", masks, truth)
@@ -326,6 +353,8 @@ def main() -> None:
     suffix = "" if args.rounds == 1 else f"_round{args.rounds}"
     if args.with_students is not None:
         suffix += f"_with_{args.with_students.name}"
+    if args.hysteresis is not None:
+        suffix += "_hysteresis"
     (args.out / f"results{suffix}.json").write_text(json.dumps(results, indent=2) + "\n")
 
 
