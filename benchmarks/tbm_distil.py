@@ -52,7 +52,9 @@ teacher's labels and every score come from the zooms 0.75 and 1. The synthetic i
 With ``--hysteresis LOW`` every row is also scored with Canny's hysteresis on the same probability maps
 (:func:`grow_boundaries`): boundary pixels at or above ``LOW`` join a decided boundary they connect to. It lost on
 TBM (benchmarks/README.md), so it stays here and is no option of ``smalldata apply``. The rows get `` hysteresis``
-appended and the run writes ``results_hysteresis.json``; students already in ``--out``
+appended and the run writes ``results_hysteresis.json``. With ``--ridges`` as well, only the map's ridge pixels may
+join, as one-pixel lines (:func:`ridge_pixels`, Canny's non-maximum suppression): rows `` ridge hysteresis``,
+``results_ridge_hysteresis.json``; students already in ``--out``
 are reused, so a finished run's members are scored again without training.
 
 ``--root`` and ``--halves`` may point at any two halves laid out so, e.g. rendered specimens with known truth from
@@ -76,6 +78,7 @@ import albumentations as A
 import lightning as L
 import numpy as np
 import torch
+from skimage.feature import hessian_matrix
 from skimage.measure import label
 
 from smalldata_pl.callbacks.adabn import adapt_to_targets
@@ -94,6 +97,9 @@ from smalldata_pl.transforms.augmentation import micrograph_preset
 SCALES = (0.75, 1.0)
 TILE = 256  # the TBM tiles' side: AdaBN sees them whole, at the native scale the students were tuned at
 BOUNDARY_WIDTH = 2  # SyntheticGrainBoundaries' default, which the members were trained with
+RIDGE_SIGMA = 1.0  # px: about the half-width of the ~3 px boundaries the networks learnt from
+# Canny's four neighbour directions (row, column), in steps of 45 degrees from the row axis.
+NEIGHBOURS = ((1, 0), (1, 1), (0, 1), (-1, 1))
 
 
 def probability_or_auto(value: str) -> UnsureBelow:
@@ -104,26 +110,58 @@ def read_half(halves: Path, name: str) -> list[dict[str, str]]:
     return read_manifest(halves / f"labels_{name}.csv", ("image", "mask", "group"))
 
 
-def grow_boundaries(mask: np.ndarray, probabilities: np.ndarray, boundary: int, weak_above: float) -> np.ndarray:
+def ridge_pixels(probability: np.ndarray, sigma: float = RIDGE_SIGMA) -> np.ndarray:
+    """Where ``probability`` ``[H, W]`` peaks across a line: at least both neighbours along the Hessian's most negative
+    eigenvector (at ``sigma``, binned to the nearest of Canny's four directions), with that eigenvalue negative."""
+    hrr, hrc, hcc = hessian_matrix(probability, sigma=sigma, order="rc", use_gaussian_derivatives=False)
+    # The larger eigenvalue's eigenvector lies at 0.5 * atan2(2 hrc, hrr - hcc) from the row axis; across the
+    # ridge is the other one, a right angle further.
+    across = 0.5 * np.arctan2(2 * hrc, hrr - hcc) + np.pi / 2
+    curvature = 0.5 * (hrr + hcc) - np.sqrt(0.25 * (hrr - hcc) ** 2 + hrc**2)
+    direction = np.round((across % np.pi) / (np.pi / 4)).astype(int) % len(NEIGHBOURS)
+    padded = np.pad(probability, 1, mode="edge")
+    height, width = probability.shape
+    peak = np.zeros(probability.shape, dtype=bool)
+    for k, (dr, dc) in enumerate(NEIGHBOURS):
+        ahead = padded[1 + dr : 1 + dr + height, 1 + dc : 1 + dc + width]
+        behind = padded[1 - dr : 1 - dr + height, 1 - dc : 1 - dc + width]
+        peak |= (direction == k) & (probability >= ahead) & (probability >= behind)
+    return peak & (curvature < 0)
+
+
+def grow_boundaries(
+    mask: np.ndarray, probabilities: np.ndarray, boundary: int, weak_above: float, ridges: bool = False
+) -> np.ndarray:
     """``mask`` with every pixel whose ``boundary`` probability is at least ``weak_above`` added to the boundary where
     its 8-connected run of such pixels reaches a decided boundary pixel (hysteresis; the decision is the strong
-    threshold)."""
+    threshold). With ``ridges`` only the map's ridge pixels (:func:`ridge_pixels`) may join."""
     strong = mask == boundary
-    runs = label(strong | (probabilities[boundary] >= weak_above), connectivity=2)
+    weak = probabilities[boundary] >= weak_above
+    if ridges:
+        weak &= ridge_pixels(probabilities[boundary])
+    runs = label(strong | weak, connectivity=2)
     reached = np.unique(runs[strong])
     grown = mask.copy()
-    grown[np.isin(runs, reached[reached > 0])] = boundary
+    grown[weak & np.isin(runs, reached[reached > 0])] = boundary
     return grown
 
 
 def segment(
-    checkpoints: list[Path], rows: list[dict[str, str]], root: Path, hysteresis: float | None = None
+    checkpoints: list[Path],
+    rows: list[dict[str, str]],
+    root: Path,
+    hysteresis: float | None = None,
+    ridges: bool = False,
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Class masks of the rows' images, as ``smalldata apply --tta true --scales [0.75,1.0] --ensemble`` makes them,
     and (empty without ``hysteresis``) as ``--hysteresis`` grows them from the same probabilities."""
     predictor = load_predictor(checkpoints, tta=True, scales=SCALES)
     predictions = [predictor.predict(root / row["image"]) for row in rows]
-    grown = [] if hysteresis is None else [grow_boundaries(p.mask, p.probabilities, 1, hysteresis) for p in predictions]
+    grown = (
+        []
+        if hysteresis is None
+        else [grow_boundaries(p.mask, p.probabilities, 1, hysteresis, ridges) for p in predictions]
+    )
     return [p.mask for p in predictions], grown
 
 
@@ -294,6 +332,7 @@ def main() -> None:
         "--zoom_out", action="store_true", help="real crops at a random zoom in [0.75, 1], the zooms scored at"
     )
     parser.add_argument("--hysteresis", type=float, default=None, help="also score every row with this low threshold")
+    parser.add_argument("--ridges", action="store_true", help="hysteresis along the map's ridges only")
     parser.add_argument("--with_students", type=Path, default=None, help="another run's students to average with")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/runs/tbm_distil"))
     args = parser.parse_args()
@@ -341,8 +380,9 @@ def main() -> None:
             if args.rounds > 1:
                 del candidates["teacher"]
         for name, checkpoints in candidates.items():
-            decided, grown = segment(checkpoints, scored_rows, root, args.hysteresis)
-            for row, masks in ((prefix + name, decided), (f"{prefix}{name} hysteresis", grown)):
+            decided, grown = segment(checkpoints, scored_rows, root, args.hysteresis, args.ridges)
+            grown_row = f"{prefix}{name} {'ridge ' if args.ridges else ''}hysteresis"
+            for row, masks in ((prefix + name, decided), (grown_row, grown)):
                 if masks:
                     predicted.setdefault(row, []).extend(mask == 1 for mask in masks)
                     fold[row] = scored(f"{tune}->{evaluate} {row}", predicted[row][-len(masks) :], fold_truth)
@@ -354,7 +394,7 @@ def main() -> None:
     if args.with_students is not None:
         suffix += f"_with_{args.with_students.name}"
     if args.hysteresis is not None:
-        suffix += "_hysteresis"
+        suffix += "_ridge_hysteresis" if args.ridges else "_hysteresis"
     (args.out / f"results{suffix}.json").write_text(json.dumps(results, indent=2) + "\n")
 
 
