@@ -2,7 +2,8 @@
 
     python benchmarks/tbm_distil.py CHANNEL_CKPT ONLY_CKPT [--halves benchmarks/runs/tbm_edge_input_60]
         [--epochs 15] [--lr 3e-4] [--crops 3] [--rounds 1] [--unsure_below P|auto] [--with_students DIR]
-        [--another_training CHANNEL_CKPT ONLY_CKPT] [--zoom_out] [--hysteresis LOW] [--out benchmarks/runs/tbm_distil]
+        [--another_training CHANNEL_CKPT ONLY_CKPT] [--zoom_out] [--hysteresis LOW [--ridges]]
+        [--out benchmarks/runs/tbm_distil]
 
 The teacher is what ``smalldata apply`` runs best on the TBM tiles with no label: the ``edge_input: channel`` and
 ``only`` networks averaged (``--ensemble``), with 8-view TTA and the zooms 0.75 and 1 (``--scales``). For each
@@ -54,8 +55,8 @@ With ``--hysteresis LOW`` every row is also scored with Canny's hysteresis on th
 TBM (benchmarks/README.md), so it stays here and is no option of ``smalldata apply``. The rows get `` hysteresis``
 appended and the run writes ``results_hysteresis.json``. With ``--ridges`` as well, only the map's ridge pixels may
 join, as one-pixel lines (:func:`ridge_pixels`, Canny's non-maximum suppression): rows `` ridge hysteresis``,
-``results_ridge_hysteresis.json``; students already in ``--out``
-are reused, so a finished run's members are scored again without training.
+``results_ridge_hysteresis.json``. Students already in ``--out`` are reused, so a finished run's members are scored
+again without training.
 
 ``--root`` and ``--halves`` may point at any two halves laid out so, e.g. rendered specimens with known truth from
 ``specimen_halves.py``.
@@ -78,7 +79,7 @@ import albumentations as A
 import lightning as L
 import numpy as np
 import torch
-from skimage.feature import hessian_matrix
+from skimage.feature import hessian_matrix, hessian_matrix_eigvals
 from skimage.measure import label
 
 from smalldata_pl.callbacks.adabn import adapt_to_targets
@@ -87,7 +88,7 @@ from smalldata_pl.datasets.folder import Record, read_manifest
 from smalldata_pl.datasets.segmentation import UNLABELLED
 from smalldata_pl.inference.measurements import read_label_mask
 from smalldata_pl.inference.metallography import score_boundaries
-from smalldata_pl.inference.predictor import load_predictor
+from smalldata_pl.inference.predictor import Prediction, load_predictor
 from smalldata_pl.inference.reports import apply_to_images
 from smalldata_pl.inference.unsure import UnsureBelow
 from smalldata_pl.models.checkpoint_files import paths_allowed
@@ -113,11 +114,12 @@ def read_half(halves: Path, name: str) -> list[dict[str, str]]:
 def ridge_pixels(probability: np.ndarray, sigma: float = RIDGE_SIGMA) -> np.ndarray:
     """Where ``probability`` ``[H, W]`` peaks across a line: at least both neighbours along the Hessian's most negative
     eigenvector (at ``sigma``, binned to the nearest of Canny's four directions), with that eigenvalue negative."""
-    hrr, hrc, hcc = hessian_matrix(probability, sigma=sigma, order="rc", use_gaussian_derivatives=False)
+    hessian = hessian_matrix(probability, sigma=sigma, order="rc", use_gaussian_derivatives=False)
+    hrr, hrc, hcc = hessian
     # The larger eigenvalue's eigenvector lies at 0.5 * atan2(2 hrc, hrr - hcc) from the row axis; across the
     # ridge is the other one, a right angle further.
     across = 0.5 * np.arctan2(2 * hrc, hrr - hcc) + np.pi / 2
-    curvature = 0.5 * (hrr + hcc) - np.sqrt(0.25 * (hrr - hcc) ** 2 + hrc**2)
+    curvature = hessian_matrix_eigvals(hessian)[1]  # the smaller eigenvalue: the curvature across the ridge
     direction = np.round((across % np.pi) / (np.pi / 4)).astype(int) % len(NEIGHBOURS)
     padded = np.pad(probability, 1, mode="edge")
     height, width = probability.shape
@@ -146,23 +148,11 @@ def grow_boundaries(
     return grown
 
 
-def segment(
-    checkpoints: list[Path],
-    rows: list[dict[str, str]],
-    root: Path,
-    hysteresis: float | None = None,
-    ridges: bool = False,
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Class masks of the rows' images, as ``smalldata apply --tta true --scales [0.75,1.0] --ensemble`` makes them,
-    and (empty without ``hysteresis``) as ``--hysteresis`` grows them from the same probabilities."""
+def segment(checkpoints: list[Path], rows: list[dict[str, str]], root: Path) -> list[Prediction]:
+    """Predictions of the rows' images (masks and the probabilities they were decided from), as ``smalldata apply
+    --tta true --scales [0.75,1.0] --ensemble`` makes them."""
     predictor = load_predictor(checkpoints, tta=True, scales=SCALES)
-    predictions = [predictor.predict(root / row["image"]) for row in rows]
-    grown = (
-        []
-        if hysteresis is None
-        else [grow_boundaries(p.mask, p.probabilities, 1, hysteresis, ridges) for p in predictions]
-    )
-    return [p.mask for p in predictions], grown
+    return [predictor.predict(root / row["image"]) for row in rows]
 
 
 def write_pseudo_labels(
@@ -380,12 +370,16 @@ def main() -> None:
             if args.rounds > 1:
                 del candidates["teacher"]
         for name, checkpoints in candidates.items():
-            decided, grown = segment(checkpoints, scored_rows, root, args.hysteresis, args.ridges)
-            grown_row = f"{prefix}{name} {'ridge ' if args.ridges else ''}hysteresis"
-            for row, masks in ((prefix + name, decided), (grown_row, grown)):
-                if masks:
-                    predicted.setdefault(row, []).extend(mask == 1 for mask in masks)
-                    fold[row] = scored(f"{tune}->{evaluate} {row}", predicted[row][-len(masks) :], fold_truth)
+            predictions = segment(checkpoints, scored_rows, root)
+            rows = {prefix + name: [p.mask for p in predictions]}
+            if args.hysteresis is not None:
+                rows[f"{prefix}{name} {'ridge ' if args.ridges else ''}hysteresis"] = [
+                    grow_boundaries(p.mask, p.probabilities, 1, args.hysteresis, args.ridges) for p in predictions
+                ]
+            for row, masks in rows.items():
+                boundaries = [mask == 1 for mask in masks]
+                predicted.setdefault(row, []).extend(boundaries)
+                fold[row] = scored(f"{tune}->{evaluate} {row}", boundaries, fold_truth)
         results["folds"][f"{tune}_to_{evaluate}"] = fold
     for name, masks in predicted.items():
         results[name] = scored(f"pooled {name}", masks, truth)
